@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tracker import Store, open_store
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch):
+    """No test may touch a real user database or artifacts folder."""
+    monkeypatch.setenv("TRACKER_DB_URL", f"sqlite:///{tmp_path}/default.db")
+    monkeypatch.delenv("TRACKER_ARTIFACTS_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """URL of a PostgreSQL server: TRACKER_TEST_POSTGRES_URL, else a throwaway cluster.
+
+    Under CI=true a server that cannot be had fails the run instead of skipping.
+    """
+    url = os.environ.get("TRACKER_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    from tests.pgcluster import Cluster
+
+    cluster = Cluster()
+    try:
+        url = cluster.start()
+    except Exception as e:  # noqa: BLE001 - reported as the reason
+        cluster.stop()
+        detail = getattr(e, "stderr", "") or str(e)
+        if IN_CI:
+            pytest.fail(f"PostgreSQL could not start under CI=true: {detail}", pytrace=False)
+        pytest.skip(f"PostgreSQL not available: {detail}")
+    try:
+        yield url
+    finally:
+        cluster.stop()
+
+
+def _pg_schema_url(server_url: str) -> Iterator[str]:
+    """A fresh schema per test: isolation that also holds across processes."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{server_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/tracker.db"
+    else:
+        yield from _pg_schema_url(request.getfixturevalue("pg_server"))
+
+
+@pytest.fixture
+def pg_url(pg_server) -> Iterator[str]:
+    yield from _pg_schema_url(pg_server)
+
+
+@pytest.fixture
+def store(db_url) -> Iterator[Store]:
+    s = open_store(db_url)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -1,0 +1,36 @@
+"""tracker: record Keras training runs in SQLite or PostgreSQL and find the best one.
+
+`import tracker` stays light: the Keras parts (`TrackingCallback`, `restore_weights`) are loaded on
+first use, so query tools and the CLI never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tracker.errors import TrackerError
+from tracker.store import Store, open_store
+
+__version__ = "0.1.0"
+__all__ = [
+    "Store",
+    "TrackerError",
+    "TrackingCallback",
+    "open_store",
+    "restore_weights",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from tracker.callback import TrackingCallback
+    from tracker.restore import restore_weights
+
+_LAZY = {"TrackingCallback": "tracker.callback", "restore_weights": "tracker.restore"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tracker' has no attribute {name!r}")

@@ -1,0 +1,55 @@
+"""Where the run store lives.
+
+Order: an explicit URL, then `TRACKER_DB_URL`, then `sqlite:///tracker.db` in the working directory
+(as MLflow's `mlflow.db`): zero set-up for one user, one variable for a shared PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+ENV_VAR = "TRACKER_DB_URL"
+ARTIFACTS_ENV_VAR = "TRACKER_ARTIFACTS_DIR"
+DEFAULT_URL = "sqlite:///tracker.db"
+
+_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@]*:)(?P<pw>[^@]*)(?P<tail>@)")
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL to use, with a bare file path taken as a SQLite file."""
+    url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).expanduser().resolve()}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # psycopg 3 is the driver we ship in the `postgres` extra; SQLAlchemy's bare
+        # `postgresql://` would look for psycopg2.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for output and logs."""
+    return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other backends and in-memory databases."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def default_artifacts_dir(url: str) -> Path:
+    """Artifacts sit beside the SQLite file; with a server database, in the working directory."""
+    if env := os.environ.get(ARTIFACTS_ENV_VAR):
+        return Path(env).expanduser().resolve()
+    db_file = sqlite_path(url)
+    base = db_file.resolve().parent if db_file else Path.cwd()
+    stem = db_file.stem if db_file else "tracker"
+    return base / f"{stem}-artifacts"

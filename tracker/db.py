@@ -1,0 +1,119 @@
+"""Engines, connection settings and the schema check done when a store opens.
+
+SQLite gets WAL (readers never wait for the training process that writes), a busy timeout, foreign
+keys, and `BEGIN IMMEDIATE` for write transactions: a deferred transaction that later wants to write
+fails at once with "database is locked" when another process holds the lock, whatever the timeout,
+while an immediate one waits its turn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
+
+from tracker.config import mask_url
+from tracker.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew
+from tracker.schema import HEAD, KNOWN_REVISIONS
+
+SQLITE_BUSY_TIMEOUT_S = 60.0
+WRITE = "tracker_write"  # execution option: this transaction will write
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` with the settings the store relies on."""
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    try:
+        return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(url))
+    except ModuleNotFoundError as e:
+        raise DatabaseUnavailable(
+            f"cannot open {mask_url(url)}: driver {e.name!r} is not installed "
+            "(pip install 'tracker[postgres]')"
+        ) from e
+
+
+def _pg_connect_args(url: str) -> dict[str, Any]:
+    return {"connect_timeout": 10} if url.startswith("postgresql") else {}
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's BEGIN below, not the driver, decide when transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's alembic revision, read with plain SQL; None for an empty database."""
+    try:
+        with engine.connect() as conn:
+            if not _has_version_table(conn):
+                return None
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except DBAPIError as e:
+        raise DatabaseUnavailable(_unavailable_message(engine, e)) from e
+    return rows[0] if rows else None
+
+
+def _has_version_table(conn: Any) -> bool:
+    if conn.dialect.name == "sqlite":
+        sql = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+    else:
+        sql = (
+            "SELECT 1 FROM information_schema.tables WHERE table_name='alembic_version' "
+            "AND table_schema = current_schema()"
+        )
+    return conn.execute(text(sql)).first() is not None
+
+
+def _unavailable_message(engine: Engine, e: DBAPIError) -> str:
+    reason = str(e.orig).strip().splitlines()[0] if e.orig else type(e).__name__
+    url = mask_url(engine.url.render_as_string(hide_password=False))
+    return f"cannot use database {url}: {reason}"
+
+
+def check_schema(engine: Engine, *, auto_upgrade: bool) -> None:
+    """Make sure the database is at our head revision, upgrading it when that is safe.
+
+    An empty database is always migrated (it is new and nobody else depends on it). An older
+    SQLite database is upgraded because the file belongs to this user; an older PostgreSQL database
+    may be shared with machines running an older tracker, so we stop and name the command instead.
+    """
+    rev = current_revision(engine)
+    if rev == HEAD:
+        return
+    if rev is not None and rev not in KNOWN_REVISIONS:
+        raise SchemaTooNew(
+            f"database schema revision {rev!r} is newer than this tracker knows (head {HEAD!r}); "
+            "upgrade the tracker package"
+        )
+    if rev is not None and not auto_upgrade:
+        raise SchemaOutOfDate(
+            f"database schema is at revision {rev!r}, this tracker needs {HEAD!r}: "
+            "run `tracker db upgrade`"
+        )
+    from tracker.migrate import upgrade  # alembic is loaded only when there is work for it
+
+    upgrade(engine, "head")
+
+
+def wrap_db_error(engine: Engine, e: DBAPIError) -> DatabaseUnavailable:
+    return DatabaseUnavailable(_unavailable_message(engine, e))

@@ -1,0 +1,198 @@
+"""Plain records the store hands out: no ORM object ever leaves a session.
+
+`to_json()` gives the stable JSON contract of the CLI (README, "JSON output"); non-finite floats
+become the strings "NaN", "Infinity" and "-Infinity" so the output is strict JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def json_float(value: float | None) -> float | str | None:
+    if value is None:
+        return None
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def json_time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def jsonable(value: Any) -> Any:
+    """Nested params/details with non-finite floats made JSON-safe."""
+    if isinstance(value, float):
+        return json_float(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    name: str
+    experiment: str
+    status: str
+    stop_reason: str | None
+    stop_details: dict[str, Any]
+    started_at: datetime
+    ended_at: datetime | None
+    heartbeat_at: datetime
+    epochs_planned: int | None
+    epochs_done: int
+    last_epoch: int | None
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    fit_params: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    references: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def duration_s(self) -> float | None:
+        end = self.ended_at or (self.heartbeat_at if self.status != "running" else None)
+        if end is None:
+            from tracker.store import utcnow
+
+            end = utcnow()
+        return (end - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "experiment": self.experiment,
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "epochs": self.epochs_done,
+            "epochs_planned": self.epochs_planned,
+            "started_at": json_time(self.started_at),
+            "ended_at": json_time(self.ended_at),
+            "duration_s": self.duration_s,
+            "params": jsonable(self.params),
+            "tags": dict(self.tags),
+        }
+
+
+@dataclass(frozen=True)
+class SummaryRecord:
+    key: str
+    count: int
+    first_value: float
+    first_epoch: int
+    last_value: float
+    last_epoch: int
+    min_value: float | None
+    min_epoch: int | None
+    max_value: float | None
+    max_epoch: int | None
+
+    def best(self, mode: str) -> tuple[float | None, int | None]:
+        return (
+            (self.min_value, self.min_epoch) if mode == "min" else (self.max_value, self.max_epoch)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "count": self.count,
+            "first": json_float(self.first_value),
+            "first_epoch": self.first_epoch,
+            "last": json_float(self.last_value),
+            "last_epoch": self.last_epoch,
+            "min": json_float(self.min_value),
+            "min_epoch": self.min_epoch,
+            "max": json_float(self.max_value),
+            "max_epoch": self.max_epoch,
+        }
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    epoch: int
+    step: int | None
+    value: float
+    time: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "epoch": self.epoch,
+            "step": self.step,
+            "value": json_float(self.value),
+            "time": json_time(self.time),
+        }
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    id: int
+    run_id: str
+    epoch: int | None
+    batch: int | None
+    path: str
+    kind: str
+    source: str
+    monitor: str | None
+    value: float | None
+    is_best: bool
+    size: int
+    sha256: str
+    created_at: datetime
+
+    def to_json(self, state: str | None = None) -> dict[str, Any]:
+        out = {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "path": self.path,
+            "kind": self.kind,
+            "source": self.source,
+            "sha256": self.sha256,
+            "size": self.size,
+            "monitor": self.monitor,
+            "value": json_float(self.value),
+            "is_best": self.is_best,
+            "created_at": json_time(self.created_at),
+        }
+        if state is not None:
+            out["state"] = state
+        return out
+
+
+@dataclass(frozen=True)
+class RankedRun:
+    """One row of `best` or of a sorted `runs list`: a run and its value of one metric."""
+
+    run: RunRecord
+    metric: str
+    mode: str
+    agg: str
+    epoch: int | None
+    value: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run.id,
+            "run_name": self.run.name,
+            "experiment": self.run.experiment,
+            "metric": self.metric,
+            "mode": self.mode,
+            "agg": self.agg,
+            "epoch": self.epoch,
+            "value": json_float(self.value),
+        }

@@ -1,0 +1,515 @@
+"""The run store: the only place that opens sessions.
+
+One public method is one short transaction (`with self._write() as s` / `self._read()`); private
+helpers take the session as an argument. Nothing here keeps a session open between calls, so a
+training process writing an epoch never blocks `tracker runs list` in another shell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tracker import queries
+from tracker.config import mask_url, resolve_url
+from tracker.db import WRITE, check_schema, make_engine, wrap_db_error
+from tracker.errors import RunNotFound
+from tracker.models import Checkpoint, Experiment, Metric, MetricSummary, Param, Run, Tag
+from tracker.records import CheckpointRecord, MetricPoint, RankedRun, RunRecord, SummaryRecord
+
+DEFAULT_HEARTBEAT_S = 30.0
+_LOCK_RETRIES = 8
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def encode_param(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+class Store:
+    """A run store on one database.
+
+    Args:
+        url: SQLAlchemy URL; defaults to `TRACKER_DB_URL`, then `sqlite:///tracker.db`.
+        auto_upgrade: upgrade an older schema on open. Defaults to `True` for SQLite (the file is
+            the user's own) and `False` for PostgreSQL (it may be shared).
+    """
+
+    def __init__(self, url: str | None = None, *, auto_upgrade: bool | None = None) -> None:
+        self.url = resolve_url(url)
+        self.engine = make_engine(self.url)
+        if auto_upgrade is None:
+            auto_upgrade = self.engine.dialect.name == "sqlite"
+        try:
+            check_schema(self.engine, auto_upgrade=auto_upgrade)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            self.engine.execution_options(**{WRITE: True}), expire_on_commit=False
+        )
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as s:
+                yield s
+        except DBAPIError as e:
+            if isinstance(e, IntegrityError):
+                raise
+            raise wrap_db_error(self.engine, e) from e
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._write_sessions.begin() as s:
+            yield s
+
+    def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one write transaction, retrying when SQLite reports a lock held past the timeout."""
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as e:
+                locked = "locked" in str(e.orig) or "busy" in str(e.orig)
+                if not locked or attempt == _LOCK_RETRIES - 1:
+                    raise wrap_db_error(self.engine, e) from e
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+            except DBAPIError as e:
+                if isinstance(e, IntegrityError):
+                    raise
+                raise wrap_db_error(self.engine, e) from e
+        raise AssertionError("unreachable")
+
+    # -- writing a run --------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        experiment: str = "default",
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        fit_params: Mapping[str, Any] | None = None,
+        environment: Mapping[str, Any] | None = None,
+        model: Mapping[str, Any] | None = None,
+        epochs_planned: int | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
+        run_id: str | None = None,
+        started_at: datetime | None = None,
+    ) -> RunRecord:
+        """Start a run in state `running`. Returns its record (with a generated name if none)."""
+        run_id = run_id or uuid.uuid4().hex
+        now = started_at or utcnow()
+
+        def tx() -> None:
+            with self._write() as s:
+                exp_id = self._experiment_id(s, experiment)
+                s.add(
+                    Run(
+                        id=run_id,
+                        name=name or _generated_name(run_id),
+                        experiment_id=exp_id,
+                        status="running",
+                        stop_details={},
+                        started_at=now,
+                        heartbeat_at=now,
+                        heartbeat_deadline=now + timedelta(seconds=2 * heartbeat_interval),
+                        epochs_planned=epochs_planned,
+                        epochs_done=0,
+                        fit_params=dict(fit_params or {}),
+                        environment=dict(environment or {}),
+                        model=dict(model or {}),
+                        references=[],
+                    )
+                )
+                s.flush()
+                self._put_params(s, run_id, params or {})
+                self._put_tags(s, run_id, tags or {})
+
+        self._retrying(tx)
+        return self.get_run(run_id)
+
+    def _experiment_id(self, s: Session, name: str) -> int:
+        found = s.scalar(select(Experiment.id).where(Experiment.name == name))
+        if found is not None:
+            return found
+        try:
+            with s.begin_nested():  # another process may create the same experiment right now
+                exp = Experiment(name=name, created_at=utcnow())
+                s.add(exp)
+            return exp.id
+        except IntegrityError:
+            return s.scalars(select(Experiment.id).where(Experiment.name == name)).one()
+
+    def _put_params(self, s: Session, run_id: str, params: Mapping[str, Any]) -> None:
+        for key, value in params.items():
+            s.merge(Param(run_id=run_id, key=str(key), value=encode_param(value)))
+
+    def _put_tags(self, s: Session, run_id: str, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            s.merge(Tag(run_id=run_id, key=str(key), value=str(value)))
+
+    def log_epoch(
+        self,
+        run_id: str,
+        epoch: int,
+        metrics: Mapping[str, float],
+        *,
+        at: datetime | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
+    ) -> None:
+        """Store one epoch's metrics and bring the run's summaries up to date, atomically."""
+        now = at or utcnow()
+        values = {str(k): float(v) for k, v in metrics.items()}
+
+        def tx() -> None:
+            with self._write() as s:
+                if values:
+                    rows = [
+                        {
+                            "run_id": run_id,
+                            "key": k,
+                            "epoch": epoch,
+                            "step": None,
+                            "value": v,
+                            "time": now,
+                        }
+                        for k, v in values.items()
+                    ]
+                    s.execute(insert(Metric), rows)
+                    self._update_summaries(s, run_id, epoch, values)
+                result = s.execute(
+                    update(Run)
+                    .where(Run.id == run_id)
+                    .values(
+                        epochs_done=Run.epochs_done + 1,
+                        last_epoch=epoch,
+                        heartbeat_at=now,
+                        heartbeat_deadline=now + timedelta(seconds=2 * heartbeat_interval),
+                    )
+                )
+                if result.rowcount == 0:
+                    raise RunNotFound(f"no run with id {run_id!r}")
+
+        self._retrying(tx)
+
+    def _update_summaries(
+        self, s: Session, run_id: str, epoch: int, values: Mapping[str, float]
+    ) -> None:
+        existing = {
+            m.key: m
+            for m in s.scalars(
+                select(MetricSummary).where(
+                    MetricSummary.run_id == run_id, MetricSummary.key.in_(list(values))
+                )
+            )
+        }
+        for key, value in values.items():
+            summary = existing.get(key)
+            if summary is None:
+                summary = MetricSummary(
+                    run_id=run_id,
+                    key=key,
+                    count=0,
+                    first_value=value,
+                    first_epoch=epoch,
+                    last_value=value,
+                    last_epoch=epoch,
+                )
+                s.add(summary)
+            _fold(summary, epoch, value)
+
+    def log_batch_metrics(self, run_id: str, points: Iterable[MetricPoint]) -> int:
+        """Store batch-level points in bulk (one transaction for all of them). Returns the count."""
+        rows = [
+            {
+                "run_id": run_id,
+                "key": p.key,
+                "epoch": p.epoch,
+                "step": p.step,
+                "value": p.value,
+                "time": p.time,
+            }
+            for p in points
+        ]
+        if not rows:
+            return 0
+
+        def tx() -> None:
+            with self._write() as s:
+                s.execute(insert(Metric), rows)
+
+        self._retrying(tx)
+        return len(rows)
+
+    def add_checkpoint(
+        self,
+        run_id: str,
+        *,
+        path: str,
+        kind: str,
+        source: str,
+        size: int,
+        sha256: str,
+        epoch: int | None = None,
+        batch: int | None = None,
+        monitor: str | None = None,
+        value: float | None = None,
+        is_best: bool = False,
+        at: datetime | None = None,
+    ) -> CheckpointRecord:
+        if value is not None and math.isnan(value):
+            value = None
+
+        def tx() -> CheckpointRecord:
+            with self._write() as s:
+                ck = Checkpoint(
+                    run_id=run_id,
+                    epoch=epoch,
+                    batch=batch,
+                    path=path,
+                    kind=kind,
+                    source=source,
+                    monitor=monitor,
+                    value=value,
+                    is_best=is_best,
+                    size=size,
+                    sha256=sha256,
+                    created_at=at or utcnow(),
+                )
+                s.add(ck)
+                s.flush()
+                return queries.checkpoint_record(ck)
+
+        return self._retrying(tx)
+
+    def heartbeat(self, run_id: str, interval: float = DEFAULT_HEARTBEAT_S) -> None:
+        now = utcnow()
+
+        def tx() -> None:
+            with self._write() as s:
+                s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == "running")
+                    .values(
+                        heartbeat_at=now, heartbeat_deadline=now + timedelta(seconds=2 * interval)
+                    )
+                )
+
+        self._retrying(tx)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Replace run-level JSON facts learned after the start (model, references, fit_params,
+        environment, epochs_planned, stop_details)."""
+        allowed = {
+            "model",
+            "references",
+            "fit_params",
+            "environment",
+            "epochs_planned",
+            "stop_details",
+        }
+        if unknown := set(fields) - allowed:
+            raise ValueError(f"cannot update run fields {sorted(unknown)}")
+
+        def tx() -> None:
+            with self._write() as s:
+                s.execute(update(Run).where(Run.id == run_id).values(**fields))
+
+        self._retrying(tx)
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        stop_reason: str,
+        stop_details: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> RunRecord:
+        """Close a run with its final status and why it stopped."""
+        now = at or utcnow()
+
+        def tx() -> None:
+            with self._write() as s:
+                s.execute(
+                    update(Run)
+                    .where(Run.id == run_id)
+                    .values(
+                        status=status,
+                        stop_reason=stop_reason,
+                        stop_details=dict(stop_details or {}),
+                        ended_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+
+        self._retrying(tx)
+        return self.get_run(run_id)
+
+    def set_tags(self, ref: str, tags: Mapping[str, Any]) -> RunRecord:
+        def tx() -> str:
+            with self._write() as s:
+                run_id = queries.resolve_run_id(s, ref, utcnow())
+                self._put_tags(s, run_id, tags)
+                return run_id
+
+        return self.get_run(self._retrying(tx))
+
+    def delete_runs(self, run_ids: Iterable[str]) -> int:
+        ids = list(run_ids)
+
+        def tx() -> int:
+            with self._write() as s:
+                for model in (Metric, MetricSummary, Checkpoint, Param, Tag):
+                    s.execute(delete(model).where(model.run_id.in_(ids)))
+                return s.execute(delete(Run).where(Run.id.in_(ids))).rowcount
+
+        return self._retrying(tx)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def resolve_run(self, ref: str) -> str:
+        """The id of the run `ref` names: a full id, a unique id prefix, a unique name, `latest`."""
+        with self._read() as s:
+            return queries.resolve_run_id(s, ref, utcnow())
+
+    def get_run(self, ref: str) -> RunRecord:
+        with self._read() as s:
+            now = utcnow()
+            return queries.run_record(s, queries.resolve_run_id(s, ref, now), now)
+
+    def list_runs(self, **filters: Any) -> list[RankedRun]:
+        """See `queries.list_runs` for the filters."""
+        with self._read() as s:
+            return queries.list_runs(s, utcnow(), **filters)
+
+    def best_runs(
+        self,
+        metric: str,
+        *,
+        mode: str = "auto",
+        agg: str = "best",
+        experiment: str | None = None,
+        top: int = 1,
+    ) -> list[RankedRun]:
+        """Runs ranked by `metric`: best epoch of each run (`agg="best"`) or its last value."""
+        with self._read() as s:
+            return queries.best_runs(
+                s, utcnow(), metric, mode=mode, agg=agg, experiment=experiment, top=top
+            )
+
+    def summaries(self, run_id: str) -> dict[str, SummaryRecord]:
+        with self._read() as s:
+            return queries.summaries(s, run_id)
+
+    def metric_history(
+        self, run_id: str, keys: Iterable[str] | None = None, *, batches: bool = False
+    ) -> list[MetricPoint]:
+        with self._read() as s:
+            return queries.metric_history(s, run_id, keys, batches=batches)
+
+    def checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        with self._read() as s:
+            return queries.checkpoints(s, run_id)
+
+    def metric_keys(self, run_id: str | None = None) -> list[str]:
+        with self._read() as s:
+            return queries.metric_keys(s, run_id)
+
+
+def _fold(summary: MetricSummary, epoch: int, value: float) -> None:
+    summary.count += 1
+    if epoch <= summary.first_epoch:
+        summary.first_value, summary.first_epoch = value, epoch
+    if epoch >= summary.last_epoch:
+        summary.last_value, summary.last_epoch = value, epoch
+    if not math.isfinite(value):
+        return
+    if summary.min_value is None or value < summary.min_value:
+        summary.min_value, summary.min_epoch = value, epoch
+    if summary.max_value is None or value > summary.max_value:
+        summary.max_value, summary.max_epoch = value, epoch
+
+
+_ADJECTIVES = (
+    "amber",
+    "bold",
+    "calm",
+    "brisk",
+    "clever",
+    "deft",
+    "eager",
+    "fair",
+    "gentle",
+    "keen",
+    "lucid",
+    "merry",
+    "nimble",
+    "quiet",
+    "rapid",
+    "steady",
+    "swift",
+    "vivid",
+)
+_NOUNS = (
+    "badger",
+    "cedar",
+    "comet",
+    "falcon",
+    "fern",
+    "harbor",
+    "heron",
+    "lark",
+    "maple",
+    "otter",
+    "pine",
+    "raven",
+    "river",
+    "sparrow",
+    "tiger",
+    "willow",
+    "wren",
+    "zephyr",
+)
+
+
+def _generated_name(run_id: str) -> str:
+    """A readable name (as MLflow and W&B give), made unique by the id's first hex digits."""
+    n = int(run_id[:8], 16)
+    return f"{_ADJECTIVES[n % len(_ADJECTIVES)]}-{_NOUNS[(n // 97) % len(_NOUNS)]}-{run_id[:4]}"
+
+
+def open_store(url: str | None = None, **kwargs: Any) -> Store:
+    """Open (and on first use, create) the run store at `url`."""
+    return Store(url, **kwargs)
