@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from tracker.errors import AmbiguousRun, MetricNotFound, RunNotFound, TrackerError
 from tracker.models import Checkpoint, Experiment, Metric, MetricSummary, Param, Run, Tag
 from tracker.modes import MODES, resolve_mode
-from tracker.records import CheckpointRecord, MetricPoint, RankedRun, RunRecord, SummaryRecord
+from tracker.records import (
+    CheckpointRecord,
+    MetricPoint,
+    RankedRun,
+    RunDetail,
+    RunRecord,
+    SummaryRecord,
+)
 
 STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
 _HEX = re.compile(r"^[0-9a-f]{4,32}$")
@@ -348,3 +355,42 @@ def checkpoints(s: Session, run_id: str) -> list[CheckpointRecord]:
 
 def count_runs(s: Session) -> int:
     return s.scalar(select(func.count()).select_from(Run)) or 0
+
+
+# -- several facts of a run at once (CLI) --------------------------------------------------------
+
+
+def resolve_run_ids(s: Session, refs: Iterable[str], now: datetime) -> list[str]:
+    """The ids `refs` name, each run once, in the order first named."""
+    ids: list[str] = []
+    for ref in refs:
+        run_id = resolve_run_id(s, ref, now)
+        if run_id not in ids:
+            ids.append(run_id)
+    return ids
+
+
+def run_detail(
+    s: Session, run_id: str, now: datetime, *, keys: Iterable[str] | None = None, history: bool
+) -> RunDetail:
+    return RunDetail(
+        run=run_record(s, run_id, now),
+        summaries=summaries(s, run_id),
+        history=metric_history(s, run_id, keys) if history else [],
+        checkpoints=checkpoints(s, run_id),
+    )
+
+
+def batch_metric_keys(s: Session, run_id: str) -> list[str]:
+    q = select(Metric.key).where(Metric.run_id == run_id, Metric.step.is_not(None))
+    return list(s.scalars(q.distinct().order_by(Metric.key)))
+
+
+def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Raise `MetricNotFound` naming the metrics that exist when any of `wanted` is not known."""
+    known = sorted(set(known))
+    missing = [k for k in wanted if k not in known]
+    if missing:
+        names = ", ".join(repr(k) for k in missing)
+        listed = ", ".join(known) if known else "none recorded yet"
+        raise MetricNotFound(f"no metric {names} {where}; metrics recorded: {listed}")

@@ -196,3 +196,13 @@ class RankedRun:
             "epoch": self.epoch,
             "value": json_float(self.value),
         }
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run with what it recorded, read in one transaction (`Store.run_detail`)."""
+
+    run: RunRecord
+    summaries: dict[str, SummaryRecord]
+    history: list[MetricPoint]  # epoch-level points, oldest first
+    checkpoints: list[CheckpointRecord]

@@ -26,7 +26,14 @@ from tracker.config import mask_url, resolve_url
 from tracker.db import WRITE, check_schema, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
 from tracker.models import Checkpoint, Experiment, Metric, MetricSummary, Param, Run, Tag
-from tracker.records import CheckpointRecord, MetricPoint, RankedRun, RunRecord, SummaryRecord
+from tracker.records import (
+    CheckpointRecord,
+    MetricPoint,
+    RankedRun,
+    RunDetail,
+    RunRecord,
+    SummaryRecord,
+)
 
 DEFAULT_HEARTBEAT_S = 30.0
 _LOCK_RETRIES = 8
@@ -185,12 +192,15 @@ class Store:
         epoch: int,
         metrics: Mapping[str, float],
         *,
+        batches: Iterable[MetricPoint] = (),
         at: datetime | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
-        """Store one epoch's metrics and bring the run's summaries up to date, atomically."""
+        """Store one epoch's metrics (and the batch points buffered during it) and bring the
+        run's summaries up to date, in one transaction."""
         now = at or utcnow()
         values = {str(k): float(v) for k, v in metrics.items()}
+        batch_rows = _point_rows(run_id, batches)
 
         def tx() -> None:
             with self._write() as s:
@@ -208,6 +218,8 @@ class Store:
                     ]
                     s.execute(insert(Metric), rows)
                     self._update_summaries(s, run_id, epoch, values)
+                if batch_rows:
+                    s.execute(insert(Metric), batch_rows)
                 result = s.execute(
                     update(Run)
                     .where(Run.id == run_id)
@@ -446,6 +458,78 @@ class Store:
     def metric_keys(self, run_id: str | None = None) -> list[str]:
         with self._read() as s:
             return queries.metric_keys(s, run_id)
+
+    def get_runs(self, refs: Iterable[str]) -> list[RunRecord]:
+        """The runs `refs` name, each once, in the order given; every one must resolve."""
+        with self._read() as s:
+            now = utcnow()
+            return [queries.run_record(s, i, now) for i in queries.resolve_run_ids(s, refs, now)]
+
+    def list_runs_checked(self, **filters: Any) -> list[RankedRun]:
+        """`list_runs`, but a `metric` or `sort` that no run recorded raises `MetricNotFound`
+        (naming the metrics that exist) instead of showing an empty column."""
+        with self._read() as s:
+            wanted = [m for m in (filters.get("sort"), filters.get("metric")) if m]
+            known = queries.metric_keys(s, None)
+            if known:
+                queries.require_metrics(wanted, known, "in this database")
+            return queries.list_runs(s, utcnow(), **filters)
+
+    def run_detail(self, ref: str, *, history: bool = True) -> RunDetail:
+        """The run `ref` names with its summaries, checkpoints and epoch history."""
+        with self._read() as s:
+            now = utcnow()
+            return queries.run_detail(s, queries.resolve_run_id(s, ref, now), now, history=history)
+
+    def run_details(
+        self, refs: Iterable[str], keys: Iterable[str] | None = None
+    ) -> list[RunDetail]:
+        """`run_detail` of several runs (each once) with the history of `keys` only.
+
+        Raises:
+            MetricNotFound: one of `keys` was recorded by none of the runs.
+        """
+        keys = None if keys is None else list(keys)
+        with self._read() as s:
+            now = utcnow()
+            ids = queries.resolve_run_ids(s, refs, now)
+            details = [queries.run_detail(s, i, now, keys=keys, history=True) for i in ids]
+        if keys:
+            known = {k for d in details for k in d.summaries}
+            queries.require_metrics(keys, known, "in these runs")
+        return details
+
+    def run_history(
+        self, ref: str, keys: Iterable[str] | None = None, *, batches: bool = False
+    ) -> tuple[RunRecord, list[MetricPoint]]:
+        """The run `ref` names and its epoch (or batch) metric points.
+
+        Raises:
+            MetricNotFound: one of `keys` is not recorded by the run.
+        """
+        keys = None if keys is None else list(keys)
+        with self._read() as s:
+            now = utcnow()
+            run = queries.run_record(s, queries.resolve_run_id(s, ref, now), now)
+            if keys:
+                known = (queries.batch_metric_keys if batches else queries.metric_keys)(s, run.id)
+                level = "batch" if batches else "epoch"
+                queries.require_metrics(keys, known, f"at {level} level in run {run.short_id}")
+            return run, queries.metric_history(s, run.id, keys, batches=batches)
+
+
+def _point_rows(run_id: str, points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "key": p.key,
+            "epoch": p.epoch,
+            "step": p.step,
+            "value": p.value,
+            "time": p.time,
+        }
+        for p in points
+    ]
 
 
 def _fold(summary: MetricSummary, epoch: int, value: float) -> None:
