@@ -1,0 +1,481 @@
+"""`TrackingCallback`: one Keras callback that records a whole training run.
+
+The Keras-facing half. What to write and when lives here; how a failure of the database is survived
+lives in `recorder.py`, and how exceptions, signals and the order of other callbacks are handled
+lives in `fitguard.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from tracker import introspect
+from tracker.config import default_artifacts_dir, resolve_url
+from tracker.environment import collect_environment
+from tracker.fitguard import FitGuard, TerminatedBySignal, die_by_signal, find_fit
+from tracker.modes import MODES, infer_mode, is_improvement
+from tracker.recorder import RunRecorder
+from tracker.records import MetricPoint, jsonable
+from tracker.store import DEFAULT_HEARTBEAT_S, Store, utcnow
+
+OWN_SOURCE = "TrackingCallback"
+
+
+class TrackingCallback(keras.callbacks.Callback):
+    """Records a Keras training run in the tracker's run store.
+
+    Add it to `model.fit(callbacks=[...])` anywhere in the list: it records fit and model
+    parameters, every epoch's logs and learning rate, what EarlyStopping and ModelCheckpoint did,
+    and why training stopped, including when `fit` raises or the process is signalled.
+
+    Args:
+        db: database URL. Defaults to `TRACKER_DB_URL`, then `sqlite:///tracker.db`.
+        experiment: experiment name. Defaults to `"default"`.
+        run_name: run name. Defaults to a generated readable name.
+        params: the user's hyperparameters, stored with the run.
+        tags: the user's labels, stored with the run.
+        monitor: metric for the callback's own best-weights copy. Defaults to EarlyStopping's
+            monitor when present, else `val_loss`, else `loss`.
+        mode: `"auto"`, `"min"` or `"max"` for `monitor`, as in Keras. Defaults to `"auto"`.
+        min_delta: smallest change of `monitor` that counts as an improvement.
+        save_best_weights: keep the run's best weights as a `.weights.h5` checkpoint.
+            Defaults to `True`.
+        artifacts_dir: folder for that file. Defaults to `<db file stem>-artifacts/` beside a
+            SQLite database, else `TRACKER_ARTIFACTS_DIR` or `./tracker-artifacts`.
+        log_every_n_batches: also record every Nth batch's logs (running averages within the
+            epoch, as Keras reports them). Defaults to `None` (off).
+        heartbeat_interval: seconds between heartbeats; a run silent for two intervals is shown
+            as `crashed`. Defaults to `30`.
+        store: an open `tracker.Store` to write to instead of `db`.
+    """
+
+    def __init__(
+        self,
+        db: str | None = None,
+        experiment: str = "default",
+        run_name: str | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        monitor: str | None = None,
+        mode: str = "auto",
+        min_delta: float = 0.0,
+        save_best_weights: bool = True,
+        artifacts_dir: str | os.PathLike[str] | None = None,
+        log_every_n_batches: int | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
+        store: Store | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
+        if log_every_n_batches is not None and log_every_n_batches < 1:
+            raise ValueError(
+                f"log_every_n_batches must be a positive integer or None. "
+                f"Received: log_every_n_batches={log_every_n_batches!r}"
+            )
+        if heartbeat_interval <= 0:
+            raise ValueError(
+                f"heartbeat_interval must be positive. Received: "
+                f"heartbeat_interval={heartbeat_interval!r}"
+            )
+        if params is not None and not isinstance(params, dict):
+            raise ValueError(f"params must be a dict. Received: params={params!r}")
+        if tags is not None and not isinstance(tags, dict):
+            raise ValueError(f"tags must be a dict. Received: tags={tags!r}")
+        self.db = db
+        self.experiment = experiment
+        self.run_name = run_name
+        self.user_params = dict(params or {})
+        self.tags = dict(tags or {})
+        self.monitor = monitor
+        self.mode = mode
+        self.min_delta = abs(min_delta)
+        self.save_best_weights = save_best_weights
+        self.artifacts_dir = artifacts_dir
+        self.log_every_n_batches = log_every_n_batches
+        self.heartbeat_interval = float(heartbeat_interval)
+        self._store = store
+        # Batch hooks only buffer numbers, so Keras may keep dispatching them asynchronously.
+        self.async_safe = True
+        self.run_id: str | None = None
+        self._recorder: RunRecorder | None = None
+        self._guard: FitGuard | None = None
+        self._active = False
+
+    # -- run lifecycle --------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.run_id = None
+        self._active = False
+        self._epoch: int | None = None
+        self._epoch_started = 0.0
+        self._epoch_lr: float | None = None
+        self._epochs_seen = 0
+        self._batch: int | None = None
+        self._batch_points: list[MetricPoint] = []
+        self._best: float | None = None
+        self._best_mode: str | None = None
+        self._monitor_key: str | None = None
+        self._stopper: tuple[Any, int | None, int | None] | None = None
+        self._ck_best: dict[int, float] = {}
+        self._warned_values = False
+        self._fit_frame_locals: dict[str, Any] = {}
+        self._others: list[Any] = []
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._end_previous()
+        self._reset()
+        if not introspect.is_chief():
+            return  # under multi-worker tf.distribute only the chief records
+        url = None if self._store is not None else resolve_url(self.db)
+        self._recorder = RunRecorder(url, self._store)
+        self.run_id = uuid.uuid4().hex
+        self._active = True
+        cb_list, fit_frame = find_fit(self)
+        if fit_frame is not None:
+            self._fit_frame_locals = dict(fit_frame.f_locals)
+        others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]
+        self._recorder.call(
+            "create_run",
+            run_id=self.run_id,
+            experiment=self.experiment,
+            name=self.run_name,
+            params=self.user_params,
+            tags=self.tags,
+            fit_params=jsonable(introspect.fit_params(self.params, self._fit_frame_locals, others)),
+            environment=jsonable(collect_environment()),
+            model=jsonable(introspect.model_info(self.model)),
+            epochs_planned=(self.params or {}).get("epochs"),
+            heartbeat_interval=self.heartbeat_interval,
+            started_at=utcnow(),
+        )
+        refs = introspect.references(others)
+        if refs:
+            self._recorder.call("update_run", self.run_id, references=refs)
+        if cb_list is not None:
+            self._install_guard(cb_list, fit_frame)
+        self._recorder.start_heartbeat(
+            self.run_id,
+            self.heartbeat_interval,
+            alive=self._guard.fit_alive if self._guard else None,
+            on_dead=self._on_fit_vanished,
+        )
+
+    def _install_guard(self, cb_list: Any, fit_frame: Any) -> None:
+        guard = FitGuard(
+            on_error=self._on_error,
+            after={
+                "on_epoch_begin": self._after_epoch_begin,
+                "on_epoch_end": self._after_epoch_end,
+                "on_train_end": self._after_train_end,
+            },
+            on_stop_training=self._on_stop_training,
+        )
+        recorder = self._recorder
+        guard.busy = lambda: bool(recorder and recorder.busy)
+        guard.install(self.model, cb_list, fit_frame, own=self)
+        for cb in cb_list.callbacks:
+            if isinstance(cb, keras.callbacks.ModelCheckpoint):
+                guard.patch_method(cb, "_save_model", self._checkpoint_watcher(cb))
+        guard.install_signals()
+        self._guard = guard
+
+    # Without a CallbackList on the stack (hooks called by hand) the hooks do the work directly;
+    # with one, the guard runs the same work after every other callback.
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._active and self._guard is None:
+            self._after_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._active and self._guard is None:
+            self._after_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._active and self._guard is None:
+            self._after_train_end(logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._active:
+            return
+        self._batch = batch
+        n = self.log_every_n_batches
+        if n and batch % n == 0 and logs and self._epoch is not None:
+            now = utcnow()
+            for key, value in self._floats(logs).items():
+                self._batch_points.append(MetricPoint(key, self._epoch, batch, value, now))
+
+    # -- epochs ---------------------------------------------------------------------------------
+
+    def _after_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+        self._epoch_started = time.perf_counter()
+        self._epoch_lr = introspect.current_lr(self.model)
+
+    def _after_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._active or self._recorder is None:
+            return
+        values = self._floats(logs or {})
+        if self._epoch_lr is not None:
+            values.setdefault("lr", self._epoch_lr)
+        if self._epoch == epoch and self._epoch_started:
+            values["epoch_time_s"] = time.perf_counter() - self._epoch_started
+        batches, self._batch_points = self._batch_points, []
+        self._recorder.call(
+            "log_epoch",
+            self.run_id,
+            epoch,
+            values,
+            batches=batches,
+            heartbeat_interval=self.heartbeat_interval,
+        )
+        self._epochs_seen += 1
+        if self.save_best_weights:
+            self._maybe_save_best(epoch, values)
+        if self._guard is not None:
+            self._guard.raise_pending_signal()
+
+    def _floats(self, logs: dict[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, value in logs.items():
+            try:
+                out[str(key)] = float(value)
+            except (TypeError, ValueError):
+                if not self._warned_values:
+                    self._warned_values = True
+                    warnings.warn(
+                        f"tracker skips non-scalar log {key!r} (value {value!r:.80})",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+        return out
+
+    def _pick_monitor(self, values: dict[str, float]) -> str | None:
+        if self.monitor:
+            return self.monitor
+        es = introspect.early_stopping(self._others)
+        if es is not None:
+            return es.monitor
+        return "val_loss" if "val_loss" in values else "loss" if "loss" in values else None
+
+    def _maybe_save_best(self, epoch: int, values: dict[str, float]) -> None:
+        if self._monitor_key is None:
+            self._monitor_key = self._pick_monitor(values)
+            mode = self.mode if self.mode != "auto" else infer_mode(self._monitor_key or "")
+            if mode is None:
+                warnings.warn(
+                    f"tracker cannot tell whether {self._monitor_key!r} is better high "
+                    "or low; pass mode='min' or mode='max' to keep best weights",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self.save_best_weights = False
+                return
+            self._best_mode = mode
+        key = self._monitor_key
+        if key not in values:
+            warnings.warn(
+                f"tracker: best weights monitor {key!r} is not in the logs; available: "
+                f"{', '.join(sorted(values))}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        current = values[key]
+        if not is_improvement(current, self._best, self._best_mode or "min", self.min_delta):
+            return
+        self._best = current
+        path = self._best_weights_path()
+        tmp = path.with_name(".saving.weights.h5")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.model.save_weights(tmp, overwrite=True)
+            os.replace(tmp, path)
+        except OSError as e:
+            warnings.warn(
+                f"tracker could not save best weights to {path}: {e}", RuntimeWarning, stacklevel=3
+            )
+            return
+        self._record_checkpoint(path, "weights", OWN_SOURCE, epoch, None, key, current, True)
+
+    def _best_weights_path(self) -> Path:
+        base = self.artifacts_dir
+        if base is None:
+            url = self._store.url if self._store is not None else resolve_url(self.db)
+            base = default_artifacts_dir(url)
+        return Path(base).expanduser().resolve() / str(self.run_id) / "best.weights.h5"
+
+    def _record_checkpoint(
+        self,
+        path: Path,
+        kind: str,
+        source: str,
+        epoch: int | None,
+        batch: int | None,
+        monitor: str | None,
+        value: float | None,
+        is_best: bool,
+    ) -> None:
+        from tracker.checkpoints import file_digest
+
+        try:
+            size, sha = file_digest(path)
+        except OSError:
+            return
+        assert self._recorder is not None
+        self._recorder.call(
+            "add_checkpoint",
+            self.run_id,
+            path=str(path),
+            kind=kind,
+            source=source,
+            size=size,
+            sha256=sha,
+            epoch=epoch,
+            batch=batch,
+            monitor=monitor,
+            value=value,
+            is_best=is_best,
+        )
+
+    def _checkpoint_watcher(self, cb: Any) -> Any:
+        def factory(save_model: Any) -> Any:
+            def wrapper(epoch: int, batch: int | None, logs: dict[str, Any] | None) -> Any:
+                try:
+                    path = Path(cb._get_file_path(epoch, batch, logs or {})).resolve()
+                    before = _stat(path)
+                except Exception:  # noqa: BLE001 - Keras reports its own formatting errors
+                    return save_model(epoch, batch, logs)
+                result = save_model(epoch, batch, logs)
+                after = _stat(path)
+                if after is not None and after != before and self._active:
+                    self._on_checkpoint_saved(cb, path, epoch, batch, logs or {})
+                return result
+
+            return wrapper
+
+        return factory
+
+    def _on_checkpoint_saved(
+        self, cb: Any, path: Path, epoch: int, batch: int | None, logs: dict[str, Any]
+    ) -> None:
+        value = logs.get(cb.monitor)
+        value = float(value) if value is not None else None
+        if cb.save_best_only:
+            is_best = value is not None
+        else:
+            mode = introspect.monitor_mode(cb)
+            prev = self._ck_best.get(id(cb))
+            is_best = value is not None and is_improvement(value, prev, mode)
+            if is_best:
+                self._ck_best[id(cb)] = value  # type: ignore[assignment]
+        kind = "weights" if cb.save_weights_only else "model"
+        self._record_checkpoint(
+            path,
+            kind,
+            type(cb).__name__,
+            epoch,
+            batch,
+            cb.monitor if value is not None else None,
+            value,
+            is_best,
+        )
+
+    # -- how the run ends -----------------------------------------------------------------------
+
+    def _on_stop_training(self, cb: Any, args: tuple[Any, ...]) -> None:
+        if self._stopper is None:
+            batch = args[0] if args and isinstance(cb, keras.callbacks.TerminateOnNaN) else None
+            self._stopper = (cb, self._epoch, batch)
+
+    def _after_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._active:
+            return
+        reason, details = introspect.stop_reason(
+            self.model, self._stopper, self._others, self._epoch
+        )
+        self._finish("finished", reason, details)
+
+    def _on_error(self, e: BaseException) -> None:
+        if not self._active:
+            return
+        details: dict[str, Any] = {"epoch": self._epoch}
+        if isinstance(e, (KeyboardInterrupt, TerminatedBySignal)):
+            signum = getattr(e, "signum", None)
+            details["signal"] = "SIGTERM" if signum else "SIGINT/KeyboardInterrupt"
+            self._finish("interrupted", "interrupted", details)
+            if isinstance(e, TerminatedBySignal):
+                die_by_signal(e.signum)
+            return
+        details["error"] = {"type": type(e).__name__, "message": str(e)[:2000]}
+        self._finish("failed", "error", details)
+
+    def _on_fit_vanished(self) -> None:
+        """`fit` left without passing through a wrapped call: an exception in Keras's own loop."""
+        if not self._active:
+            return
+        pending = self._guard.pending_signal if self._guard else None
+        details = {
+            "epoch": self._epoch,
+            "error": {"type": "unknown", "message": "fit ended without on_train_end"},
+        }
+        if pending is not None:
+            self._finish("interrupted", "interrupted", {"epoch": self._epoch})
+        else:
+            self._finish("failed", "error", details)
+
+    def _finish(self, status: str, reason: str, details: dict[str, Any]) -> None:
+        if not self._active or self._recorder is None:
+            return
+        self._active = False
+        recorder = self._recorder
+        recorder.stop_heartbeat()
+        if self._batch_points and self._epoch is not None:
+            recorder.call("log_batch_metrics", self.run_id, self._batch_points)
+            self._batch_points = []
+        recorder.call(
+            "finish_run",
+            self.run_id,
+            status=status,
+            stop_reason=reason,
+            stop_details=jsonable(details),
+        )
+        if self._guard is not None:
+            self._guard.undo()
+        if recorder.pending:
+            warnings.warn(
+                f"tracker: {recorder.pending} writes of run {self.run_id} could not reach the "
+                "database",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _end_previous(self) -> None:
+        """A callback reused after a `fit` that died unseen: close what is still open."""
+        if self._active:
+            self._on_fit_vanished()
+        if self._guard is not None:
+            self._guard.undo()
+            self._guard = None
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
+
+    def __del__(self) -> None:
+        rec = getattr(self, "_recorder", None)
+        if rec is not None:
+            rec.stop_heartbeat()
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -1,0 +1,225 @@
+"""Reading what a Keras model, optimizer and the other callbacks of a `fit` hold.
+
+Duck-typed on purpose (classes are matched by name along the MRO), so this module imports neither
+Keras nor TensorFlow and each reader can be tried on plain objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+FIT_ARGS = (
+    "batch_size",
+    "initial_epoch",
+    "validation_split",
+    "validation_freq",
+    "shuffle",
+    "steps_per_epoch",
+    "validation_steps",
+    "validation_batch_size",
+)
+
+
+def is_a(obj: Any, class_name: str) -> bool:
+    return any(c.__name__ == class_name for c in type(obj).__mro__)
+
+
+def find(callbacks: list[Any], class_name: str) -> list[Any]:
+    return [cb for cb in callbacks if is_a(cb, class_name)]
+
+
+def early_stopping(callbacks: list[Any]) -> Any | None:
+    found = find(callbacks, "EarlyStopping")
+    return found[0] if found else None
+
+
+def is_chief() -> bool:
+    """False on a non-chief worker of multi-worker tf.distribute (read from TF_CONFIG)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    try:
+        cfg = json.loads(raw)
+    except ValueError:
+        return True
+    task = cfg.get("task") or {}
+    kind, index = task.get("type"), int(task.get("index", 0) or 0)
+    if kind in (None, "chief"):
+        return True
+    if kind == "worker":
+        return "chief" not in (cfg.get("cluster") or {}) and index == 0
+    return False  # ps, evaluator
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        try:
+            import numpy as np
+
+            return float(np.asarray(value))
+        except Exception:  # noqa: BLE001 - an unreadable value is recorded as unknown
+            return None
+
+
+def current_lr(model: Any) -> float | None:
+    """The learning rate in effect now: a variable's value, or a schedule at the current step.
+
+    `optimizer.learning_rate` does both in Keras 3 (there is no `optimizer.lr` any more).
+    """
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        return None
+    try:
+        return _number(opt.learning_rate)
+    except Exception:  # noqa: BLE001 - an exotic optimizer must not stop training
+        return None
+
+
+def _count(weights: Any) -> int:
+    return sum(math.prod(int(d) for d in w.shape) for w in weights or [])
+
+
+def model_info(model: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"class": type(model).__name__, "name": getattr(model, "name", None)}
+    try:
+        info["trainable_params"] = _count(model.trainable_weights)
+        info["non_trainable_params"] = _count(model.non_trainable_weights)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        info["architecture"] = json.loads(model.to_json())
+    except Exception:  # noqa: BLE001 - subclassed models have no JSON form
+        info["architecture"] = None
+    lines: list[str] = []
+    try:
+        model.summary(print_fn=lambda line, *a, **k: lines.append(line))
+        info["summary"] = "\n".join(lines)
+    except Exception:  # noqa: BLE001
+        info["summary"] = None
+    opt = getattr(model, "optimizer", None)
+    if opt is not None:
+        info["optimizer"] = {"class": type(opt).__name__, "config": _config(opt)}
+    return info
+
+
+def _config(obj: Any) -> Any:
+    try:
+        return json.loads(json.dumps(obj.get_config(), default=_jsonify))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _jsonify(value: Any) -> Any:
+    n = _number(value)
+    return n if n is not None else str(value)
+
+
+def fit_params(
+    params: dict[str, Any] | None, fit_locals: dict[str, Any], callbacks: list[Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = dict(params or {})
+    for name in FIT_ARGS:
+        if name in fit_locals:
+            out[name] = fit_locals[name]
+    if fit_locals:
+        out["validation"] = fit_locals.get("validation_data") is not None or bool(
+            fit_locals.get("validation_split")
+        )
+    out["callbacks"] = [
+        type(cb).__name__
+        for cb in callbacks
+        if type(cb).__name__ not in ("History", "ProgbarLogger")
+    ]
+    for es in find(callbacks, "EarlyStopping"):
+        out["early_stopping"] = early_stopping_config(es)
+    out["model_checkpoints"] = [
+        {
+            "filepath": os.path.abspath(cb.filepath),
+            "monitor": cb.monitor,
+            "save_best_only": cb.save_best_only,
+            "save_weights_only": cb.save_weights_only,
+            "save_freq": cb.save_freq,
+        }
+        for cb in find(callbacks, "ModelCheckpoint")
+    ]
+    return {k: v for k, v in out.items() if v is not None and v != []}
+
+
+def early_stopping_config(es: Any) -> dict[str, Any]:
+    return {
+        "monitor": es.monitor,
+        "min_delta": abs(float(es.min_delta)),
+        "patience": es.patience,
+        "mode": es.mode,
+        "baseline": es.baseline,
+        "start_from_epoch": es.start_from_epoch,
+        "restore_best_weights": es.restore_best_weights,
+    }
+
+
+def references(callbacks: list[Any]) -> list[dict[str, Any]]:
+    refs = []
+    for cb in find(callbacks, "TensorBoard"):
+        refs.append({"kind": "tensorboard", "path": os.path.abspath(str(cb.log_dir))})
+    for cb in find(callbacks, "CSVLogger"):
+        refs.append({"kind": "csv_logger", "path": os.path.abspath(str(cb.filename))})
+    for cb in find(callbacks, "BackupAndRestore"):
+        refs.append({"kind": "backup_and_restore", "path": os.path.abspath(str(cb.backup_dir))})
+    return refs
+
+
+def monitor_mode(cb: Any) -> str:
+    """`min` or `max` for a Keras MonitorCallback (ModelCheckpoint, EarlyStopping, ...)."""
+    if cb.mode in ("min", "max"):
+        return cb.mode
+    op = getattr(cb, "monitor_op", None)
+    name = getattr(op, "__name__", "")
+    if name in ("less", "greater"):
+        return "min" if name == "less" else "max"
+    from tracker.modes import infer_mode
+
+    return infer_mode(cb.monitor) or "min"
+
+
+def early_stopping_outcome(es: Any) -> dict[str, Any]:
+    out = early_stopping_config(es)
+    stopped = int(getattr(es, "stopped_epoch", 0) or 0)
+    best = getattr(es, "best", None)
+    restored = es.restore_best_weights and getattr(es, "best_weights", None) is not None
+    out.update(
+        stopped=stopped > 0,
+        stopped_epoch=stopped if stopped > 0 else None,
+        best=_number(best) if best is not None else None,
+        best_epoch=getattr(es, "best_epoch", None) if best is not None else None,
+        restored_epoch=getattr(es, "best_epoch", None) if restored else None,
+    )
+    return out
+
+
+def stop_reason(
+    model: Any,
+    stopper: tuple[Any, int | None, int | None] | None,
+    callbacks: list[Any],
+    epoch: int | None,
+) -> tuple[str, dict[str, Any]]:
+    """Why a `fit` that returned normally stopped, and the details of it."""
+    details: dict[str, Any] = {"epoch": epoch}
+    es = early_stopping(callbacks)
+    if es is not None:
+        details["early_stopping"] = early_stopping_outcome(es)
+    if stopper is None and not getattr(model, "stop_training", False):
+        return "completed", details
+    cb, at_epoch, batch = stopper if stopper is not None else (None, epoch, None)
+    if cb is not None and is_a(cb, "EarlyStopping"):
+        details["early_stopping"] = early_stopping_outcome(cb)
+        return "early_stopping", details
+    if cb is not None and is_a(cb, "TerminateOnNaN"):
+        details["terminate_on_nan"] = {"epoch": at_epoch, "batch": batch}
+        return "terminate_on_nan", details
+    details["callback"] = type(cb).__name__ if cb is not None else None
+    return "stopped_by_callback", details
