@@ -123,6 +123,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _numeric(column: list[Any]) -> bool:
+    """A column of numbers (and gaps) is aligned right."""
+    return any(_is_number(v) for v in column) and all(_is_number(v) or v is None for v in column)
+
+
 # -- tables -----------------------------------------------------------------------------------
 
 
@@ -130,8 +135,7 @@ def to_table(table: Table) -> str:
     """Columns padded to their widest cell; numbers aligned right; a title line on top."""
     texts = [[cell(v) for v in row] for row in table.rows]
     numeric = [
-        table.header and all(_is_number(row[i]) or row[i] is None for row in table.rows)
-        for i in range(len(table.columns))
+        _numeric([row[i] for row in table.rows]) and table.header for i in range(len(table.columns))
     ]
     lines = [table.columns] if table.header else []
     lines += texts

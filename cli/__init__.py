@@ -1,0 +1,1 @@
+"""The `tracker` command line (installed as `tracker.cli`; the entry point is `main.cli`)."""

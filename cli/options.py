@@ -1,0 +1,132 @@
+"""What the commands share: the lazily opened store, `--format`, KEY=VALUE and time parsing,
+confirmation of destructive commands."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from tracker.config import mask_url, resolve_url
+from tracker.output import FORMATS, View, render
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from tracker.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """The group's state: the database URL, and the store or engine once a command needs one."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = resolve_url(url)
+        self._store: Store | None = None
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    def store(self) -> Store:
+        """The store, opened on first use and closed when the command ends."""
+        if self._store is None:
+            from tracker.store import Store
+
+            ctx = click.get_current_context().find_root()
+            self._store = ctx.with_resource(Store(self.url))
+        return self._store
+
+    def engine(self) -> Engine:
+        """A bare engine (no schema check, no migration), for the `db` commands."""
+        from tracker.db import make_engine
+
+        engine = make_engine(self.url)
+        click.get_current_context().find_root().call_on_close(engine.dispose)
+        return engine
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def pass_store(f: F) -> F:
+    """Hand the command the store as its first argument."""
+
+    @click.pass_context
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        return f(ctx.find_object(App).store(), *args, **kwargs)
+
+    return functools.update_wrapper(wrapper, f)  # type: ignore[return-value]
+
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people; json (strict, stable keys) or csv for programs.",
+)
+
+
+def emit(view: View, fmt: str) -> None:
+    text = render(view, fmt)
+    if text:
+        click.echo(text)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; without one, refuse unless `--yes` was given."""
+    if yes:
+        return
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise click.ClickException(
+            "refusing without confirmation: stdin is not a terminal; pass --yes"
+        )
+    if not click.confirm(question, default=False, err=True):
+        raise click.ClickException("cancelled; nothing was changed")
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def split_kv(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"expected KEY=VALUE. Received: {value!r}")
+    return key.strip(), val
+
+
+def kv_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
+    """Callback turning repeated KEY=VALUE options or arguments into a dict (last one wins)."""
+    return dict(split_kv(v) for v in values)
+
+
+_AGE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """An ISO date or datetime (local time unless it names a zone) or an age: 30m, 2h, 3d, 1w."""
+    text = value.strip()
+    if m := _AGE.match(text.lower()):
+        now = now or datetime.now(timezone.utc)
+        return now - timedelta(**{_UNITS[m[2]]: int(m[1])})
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected an ISO date or datetime (2026-01-31, 2026-01-31T14:00) or an age "
+            f"(30m, 2h, 3d, 1w). Received: {value!r}"
+        ) from None
+    return when if when.tzinfo else when.astimezone()
+
+
+def since_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    return None if value is None else parse_since(value)

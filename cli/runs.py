@@ -1,0 +1,143 @@
+"""`tracker runs list|show|delete|tag`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from tracker import views
+from tracker.cli.options import confirm, emit, format_option, kv_pairs, pass_store, since_option
+from tracker.modes import MODES
+
+if TYPE_CHECKING:
+    from tracker.store import Store
+
+
+@click.group()
+def runs() -> None:
+    """List, inspect, tag and delete runs."""
+
+
+@runs.command(name="list")
+@click.option("--experiment", help="Only runs of this experiment.")
+@click.option(
+    "--status",
+    metavar="STATUS",
+    help="Only runs in this state: running, finished, failed, interrupted or crashed.",
+)
+@click.option("--tag", "tags", multiple=True, metavar="K=V", callback=kv_pairs, help="Repeatable.")
+@click.option(
+    "--param", "params", multiple=True, metavar="K=V", callback=kv_pairs, help="Repeatable."
+)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    callback=since_option,
+    help="Started at or after an ISO date/datetime (local time) or an age: 30m, 2h, 3d, 1w.",
+)
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="0: all.")
+@click.option("--metric", help="Metric to show. Defaults to val_loss when any run recorded it.")
+@click.option("--sort", metavar="METRIC", help="Order by this metric (and show it), best first.")
+@click.option(
+    "--agg",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Each run's best value over its epochs, or its last one.",
+)
+@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True)
+@format_option
+@pass_store
+def runs_list(
+    store: Store,
+    experiment: str | None,
+    status: str | None,
+    tags: dict[str, str],
+    params: dict[str, str],
+    since: datetime | None,
+    limit: int,
+    metric: str | None,
+    sort: str | None,
+    agg: str,
+    mode: str,
+    fmt: str,
+) -> None:
+    """List runs, newest first, each with its best value of a metric and that epoch.
+
+    JSON: an array of run objects (id, name, experiment, status, stop_reason, epochs,
+    epochs_planned, started_at, ended_at, duration_s, params, tags) with the shown metric as
+    `metric`, `mode`, `agg`, `value` (best or last) and `epoch` (the epoch of that value).
+
+    \b
+    Examples:
+      tracker runs list --experiment mnist --tag team=vision --since 3d
+      tracker runs list --sort val_accuracy --limit 10 --format json
+    """
+    ranked = store.list_runs_checked(
+        experiment=experiment,
+        status=status,
+        tags=tags,
+        params=params,
+        since=since,
+        limit=limit or None,
+        metric=metric,
+        sort=sort,
+        agg=agg,
+        mode=mode,
+    )
+    emit(views.runs_list(ranked), fmt)
+
+
+@runs.command(name="show")
+@click.argument("run")
+@format_option
+@pass_store
+def runs_show(store: Store, run: str, fmt: str) -> None:
+    """Show everything RUN recorded: params, environment, model, epochs, stop reason, files.
+
+    Each checkpoint is checked on disk (size and sha256) and marked ok, missing or modified.
+    CSV holds the per-epoch table. JSON keys: see the README ("JSON output").
+
+    \b
+    Example:
+      tracker runs show latest
+      tracker runs show 3f2a9c1e --format json | jq .stop
+    """
+    emit(views.run_show(store.run_detail(run)), fmt)
+
+
+@runs.command(name="delete")
+@click.argument("refs", metavar="RUN...", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_store
+def runs_delete(store: Store, refs: tuple[str, ...], yes: bool) -> None:
+    """Delete runs with their metrics, params, tags and checkpoint records.
+
+    Checkpoint files on disk are left alone. Asks first unless --yes; without a terminal to ask
+    on, refuses.
+
+    \b
+    Example:
+      tracker runs delete 3f2a9c1e quiet-otter-1a2b --yes
+    """
+    found = store.get_runs(refs)
+    confirm(f"Delete {views.run_names(found)}?", yes)
+    deleted = store.delete_runs([r.id for r in found])
+    click.echo(f"Deleted {deleted} run{'s' if deleted != 1 else ''}.")
+
+
+@runs.command(name="tag")
+@click.argument("run")
+@click.argument("tags", metavar="K=V...", nargs=-1, required=True, callback=kv_pairs)
+@pass_store
+def runs_tag(store: Store, run: str, tags: dict[str, str]) -> None:
+    """Set tags on RUN (an existing key gets the new value).
+
+    \b
+    Example:
+      tracker runs tag latest stage=prod reviewed=yes
+    """
+    record = store.set_tags(run, tags)
+    click.echo(f"Tagged {record.name} ({record.short_id}): {views.format_tags(tags)}")

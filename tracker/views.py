@@ -1,0 +1,320 @@
+"""What each CLI command shows, built from the store's records (no database access here).
+
+Every function returns an `output.View`: the JSON contract of the command (README, "JSON output"),
+the sections of its table output and the table its CSV holds. Epochs are numbered as Keras
+passes them to callbacks, from 0, everywhere: in tables, JSON, `--epoch` and `restore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tracker import checkpoints as ckpts
+from tracker.errors import CheckpointError
+from tracker.output import Table, View, fmt_duration, key_values
+from tracker.records import (
+    CheckpointRecord,
+    MetricPoint,
+    RankedRun,
+    RunDetail,
+    RunRecord,
+    json_float,
+)
+from tracker.schema import HEAD, KNOWN_REVISIONS
+
+LR_KEY = "lr"
+_STOP_KEYS = (
+    "monitor",
+    "patience",
+    "min_delta",
+    "mode",
+    "baseline",
+    "start_from_epoch",
+    "restore_best_weights",
+    "best",
+    "best_epoch",
+    "stopped_epoch",
+    "restored_epoch",
+)
+
+
+# -- runs list / best ---------------------------------------------------------------------------
+
+
+def runs_list(ranked: list[RankedRun]) -> View:
+    """`runs list`: each run's JSON (`RunRecord.to_json()`) plus `metric`, `mode`, `agg`, and the
+    run's best (or, with `--agg last`, last) `value` of that metric and the `epoch` it came at."""
+    data = [{**r.run.to_json(), **_shown_metric(r)} for r in ranked]
+    metric = next((r.metric for r in ranked if r.metric), "")
+    label = f"{ranked[0].agg} {metric}" if metric else "metric"
+    columns = ["id", "name", "experiment", "status", "stop", "epochs", label, "epoch"]
+    rows = [
+        [
+            r.run.short_id,
+            r.run.name,
+            r.run.experiment,
+            r.run.status,
+            r.run.stop_reason,
+            _epochs(r.run),
+            r.value,
+            r.epoch,
+            r.run.started_at,
+            fmt_duration(r.run.duration_s),
+        ]
+        for r in ranked
+    ]
+    csv_columns = [
+        "id",
+        "name",
+        "experiment",
+        "status",
+        "stop_reason",
+        "epochs",
+        "epochs_planned",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "metric",
+        "agg",
+        "value",
+        "epoch",
+    ]
+    csv_rows = [[row.get(c) for c in csv_columns] for row in data]
+    return View(
+        data,
+        [Table([*columns, "started", "duration"], rows)],
+        Table(csv_columns, csv_rows),
+    )
+
+
+def _shown_metric(r: RankedRun) -> dict[str, Any]:
+    return {
+        "metric": r.metric or None,
+        "mode": r.mode or None,
+        "agg": r.agg,
+        "value": json_float(r.value),
+        "epoch": r.epoch,
+    }
+
+
+def _epochs(run: RunRecord) -> str:
+    return f"{run.epochs_done}/{run.epochs_planned}" if run.epochs_planned else str(run.epochs_done)
+
+
+def best(ranked: list[RankedRun], *, as_list: bool) -> View:
+    """`best`: `RankedRun.to_json()` objects; one object unless a `--top` was asked for."""
+    data: Any = [r.to_json() for r in ranked]
+    columns = ["rank", "run_id", "run_name", "experiment", "metric", "mode", "agg"]
+    columns += ["epoch", "value"]
+    rows = [
+        [n, r.run.short_id, r.run.name, r.run.experiment, r.metric, r.mode, r.agg, r.epoch, r.value]
+        for n, r in enumerate(ranked, 1)
+    ]
+    csv_rows = [[n, *(d[c] for c in columns[1:])] for n, d in enumerate(data, 1)]
+    return View(data if as_list else data[0], [Table(columns, rows)], Table(columns, csv_rows))
+
+
+# -- runs show ----------------------------------------------------------------------------------
+
+
+def run_show(detail: RunDetail) -> View:
+    """`runs show`: the run's JSON with `epochs` as the per-epoch history (the count is in
+    `epochs_done`), and `fit_params`, `environment`, `model`, `references`, `stop`, `summaries`
+    and `checkpoints` (each with its `state` on disk now: ok, missing or modified)."""
+    run = detail.run
+    states = [ckpts.state(c) for c in detail.checkpoints]
+    keys, epochs = epoch_table(detail.history)
+    data = {
+        **run.to_json(),
+        "epochs": [_epoch_json(e, values) for e, values in epochs],
+        "epochs_done": run.epochs_done,
+        "last_epoch": run.last_epoch,
+        "fit_params": run.fit_params,
+        "environment": run.environment,
+        "model": run.model,
+        "references": run.references,
+        "stop": stop(run),
+        "summaries": {k: s.to_json() for k, s in detail.summaries.items()},
+        "checkpoints": [c.to_json(st) for c, st in zip(detail.checkpoints, states, strict=True)],
+    }
+    epoch_rows = Table(["epoch", *keys], [[e, *(v.get(k) for k in keys)] for e, v in epochs])
+    sections: list[Table | str] = [
+        _overview(run),
+        key_values("Params", run.params),
+        key_values("Tags", run.tags),
+        key_values("Fit params", run.fit_params),
+        key_values("Environment", run.environment),
+        *_model_sections(run.model),
+        key_values("Stop", {k: v for k, v in data["stop"].items() if v is not None}, sort=False),
+        Table(epoch_rows.columns, epoch_rows.rows, "Epochs"),
+        _checkpoint_table(detail.checkpoints, states),
+        _references_table(run.references),
+    ]
+    return View(data, sections, epoch_rows)
+
+
+def _overview(run: RunRecord) -> Table:
+    facts = {
+        "id": run.id,
+        "experiment": run.experiment,
+        "status": run.status,
+        "stop reason": run.stop_reason,
+        "epochs": _epochs(run),
+        "started": run.started_at,
+        "ended": run.ended_at,
+        "duration": fmt_duration(run.duration_s),
+    }
+    return Table(["key", "value"], [[k, v] for k, v in facts.items()], f"Run {run.name}", False)
+
+
+def _model_sections(model: dict[str, Any]) -> list[Table | str]:
+    if not model:
+        return [key_values("Model", {})]
+    facts = {k: v for k, v in model.items() if k not in ("summary", "architecture")}
+    out: list[Table | str] = [key_values("Model", facts)]
+    if model.get("summary"):
+        out.append(str(model["summary"]).rstrip())
+    return out
+
+
+def stop(run: RunRecord) -> dict[str, Any]:
+    """Why the run stopped, flat: `reason`, `epoch` (the last epoch run unless the details say
+    otherwise), the details' own keys and, for early stopping, the EarlyStopping settings and
+    outcome (`monitor`, `patience`, `best`, `best_epoch`, `restored_epoch`, ...)."""
+    details = dict(run.stop_details)
+    es = details.pop("early_stopping", None) or {}
+    out: dict[str, Any] = {"reason": run.stop_reason, "epoch": run.last_epoch, **details}
+    if es:
+        for key in _STOP_KEYS:
+            out.setdefault(key, es.get(key))
+        for key, value in es.items():
+            out.setdefault(key, value)
+    return out
+
+
+def _checkpoint_table(cks: list[CheckpointRecord], states: list[str]) -> Table:
+    columns = ["epoch", "state", "kind", "source", "monitor", "value", "best", "size", "sha256"]
+    rows = [
+        [c.epoch, st, c.kind, c.source, c.monitor, c.value, c.is_best, c.size, c.sha256[:12]]
+        for c, st in zip(cks, states, strict=True)
+    ]
+    paths = [[*r, c.path] for r, c in zip(rows, cks, strict=True)]
+    return Table([*columns, "path"], paths, "Checkpoints")
+
+
+def _references_table(refs: list[dict[str, Any]]) -> Table:
+    rows = [[r.get("kind"), r.get("path"), _rest(r)] for r in refs]
+    return Table(["kind", "path", "details"], rows, "References")
+
+
+def _rest(ref: dict[str, Any]) -> dict[str, Any] | None:
+    rest = {k: v for k, v in ref.items() if k not in ("kind", "path")}
+    return rest or None
+
+
+# -- metric histories ---------------------------------------------------------------------------
+
+
+def epoch_table(
+    points: Iterable[MetricPoint], *, batches: bool = False
+) -> tuple[list[str], list[tuple[Any, dict[str, float]]]]:
+    """Points pivoted to rows: the keys (in first-seen order) and `(epoch, {key: value})` rows,
+    or `((epoch, step), {...})` with `batches`."""
+    keys: dict[str, None] = {}
+    rows: dict[Any, dict[str, float]] = {}
+    for p in points:
+        keys.setdefault(p.key, None)
+        rows.setdefault((p.epoch, p.step) if batches else p.epoch, {})[p.key] = p.value
+    return list(keys), list(rows.items())
+
+
+def _epoch_json(epoch: int, values: dict[str, float]) -> dict[str, Any]:
+    metrics = {k: json_float(v) for k, v in values.items() if k != LR_KEY}
+    return {"epoch": epoch, "metrics": metrics, "lr": json_float(values.get(LR_KEY))}
+
+
+def metrics(run: RunRecord, points: list[MetricPoint], *, batches: bool) -> View:
+    """`metrics`: an array of `{"epoch", "metrics": {key: value}}` rows (with `"step"`, the
+    batch index, under `--batches`); `lr` is an ordinary key here."""
+    keys, rows = epoch_table(points, batches=batches)
+    lead = ["epoch", "step"] if batches else ["epoch"]
+    data = []
+    table_rows = []
+    for at, values in rows:
+        index = list(at) if batches else [at]
+        data.append({**dict(zip(lead, index, strict=True)), "metrics": values})
+        table_rows.append([*index, *(values.get(k) for k in keys)])
+    table = Table([*lead, *keys], table_rows)
+    return View(data, [Table(table.columns, table.rows, f"Run {run.name} ({run.short_id})")], table)
+
+
+# -- restore ------------------------------------------------------------------------------------
+
+
+def choose_for_target(
+    detail: RunDetail, to: Path, *, epoch: int | None, metric: str | None
+) -> CheckpointRecord:
+    """`checkpoints.choose`, preferring at the chosen epoch a file whose kind fits `to`'s suffix
+    (a run may hold both a ModelCheckpoint `.keras` and the callback's `.weights.h5` there)."""
+    run, cks, sums = detail.run, detail.checkpoints, detail.summaries
+    ck = ckpts.choose(run, cks, sums, epoch=epoch, metric=metric)
+    wanted = next((k for k, sfx in ckpts.SUFFIX.items() if to.name.endswith(sfx)), None)
+    if wanted is None or wanted == ck.kind:
+        return ck
+    fitting = [c for c in cks if c.kind == wanted]
+    try:
+        return ckpts.choose(run, fitting, sums, epoch=ck.epoch) if fitting else ck
+    except CheckpointError:
+        return ck  # copy_verified then names the suffix this checkpoint needs
+
+
+def restored(run: RunRecord, ck: CheckpointRecord, to: Path) -> str:
+    return (
+        f"Restored run {run.name} ({run.short_id}) epoch {ck.epoch}: {ck.kind} from {ck.source}\n"
+        f"  from   {ck.path}\n"
+        f"  to     {to}\n"
+        f"  sha256 {ck.sha256[:16]}... ({ck.size} bytes, verified)"
+    )
+
+
+# -- small messages -----------------------------------------------------------------------------
+
+
+def run_names(runs: list[RunRecord]) -> str:
+    shown = ", ".join(f"{r.name} ({r.short_id})" for r in runs[:10])
+    more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {shown}{more}"
+
+
+def format_tags(tags: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in tags.items())
+
+
+# -- db -----------------------------------------------------------------------------------------
+
+
+def db_status(url: str, revision: str | None) -> View:
+    """`db current`: JSON {"url", "revision", "head", "is_head"}."""
+    data = {"url": url, "revision": revision, "head": HEAD, "is_head": revision == HEAD}
+    if revision == HEAD:
+        line = f"{revision} (head)"
+    elif revision is None:
+        line = "none: empty database (run `tracker db upgrade`)"
+    elif revision in KNOWN_REVISIONS:
+        line = f"{revision} (not head: head is {HEAD}; run `tracker db upgrade`)"
+    else:
+        line = f"{revision} (unknown to this tracker, whose head is {HEAD}: upgrade tracker)"
+    table = Table(list(data), [list(data.values())])
+    return View(data, [f"{url}\n{line}"], table)
+
+
+def upgraded(url: str, before: str | None, after: str | None) -> str:
+    if before == after:
+        return f"{url}: already at {after} (head)"
+    return f"{url}: upgraded from {before or 'empty'} to {after} (head)"
+
+
+def downgraded(url: str, before: str | None, after: str | None) -> str:
+    return f"{url}: downgraded from {before or 'empty'} to {after or 'base (no tables)'}"
