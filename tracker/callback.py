@@ -117,7 +117,7 @@ class TrackingCallback(keras.callbacks.Callback):
         self._epoch: int | None = None
         self._epoch_started = 0.0
         self._epoch_lr: float | None = None
-        self._epochs_seen = 0
+        self._logged_epoch: int | None = None
         self._batch: int | None = None
         self._batch_points: list[MetricPoint] = []
         self._best: float | None = None
@@ -235,7 +235,7 @@ class TrackingCallback(keras.callbacks.Callback):
             batches=batches,
             heartbeat_interval=self.heartbeat_interval,
         )
-        self._epochs_seen += 1
+        self._logged_epoch = epoch
         if self.save_best_weights:
             self._maybe_save_best(epoch, values)
         if self._guard is not None:
@@ -402,9 +402,12 @@ class TrackingCallback(keras.callbacks.Callback):
         )
         self._finish("finished", reason, details)
 
-    def _on_error(self, e: BaseException) -> None:
+    def _on_error(self, e: BaseException, where: str = "", args: tuple[Any, ...] = ()) -> None:
         if not self._active:
             return
+        if where == "on_epoch_end" and args and args[0] != self._logged_epoch:
+            # Another callback failed in this epoch's end: the epoch itself had ended.
+            self._after_epoch_end(*args[:2])
         details: dict[str, Any] = {"epoch": self._epoch}
         if isinstance(e, (KeyboardInterrupt, TerminatedBySignal)):
             signum = getattr(e, "signum", None)

@@ -74,7 +74,7 @@ class FitGuard:
 
     def __init__(
         self,
-        on_error: Callable[[BaseException], None],
+        on_error: Callable[[BaseException, str, tuple[Any, ...]], None],
         after: dict[str, Callable[..., None]],
         on_stop_training: Callable[[Any, tuple[Any, ...]], None],
     ) -> None:
@@ -97,6 +97,8 @@ class FitGuard:
         self._patches.append((obj, name, had, old))
 
     def _guarded(self, fn: Callable[..., Any], after: Callable[..., None] | None = None):
+        name = getattr(fn, "__name__", "")
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -106,7 +108,7 @@ class FitGuard:
                 return result
             except BaseException as e:
                 if type(e).__name__ not in _CONTROL_FLOW:
-                    self._on_error(e)
+                    self._on_error(e, name, args)
                 raise
 
         return wrapper

@@ -1,0 +1,340 @@
+"""TrackingCallback on real `model.fit` runs of a tiny model, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tracker import checkpoints
+
+from .conftest import IN_CI
+from .keras_helpers import data, fit, model
+
+keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
+from tracker import TrackingCallback, restore_weights  # noqa: E402
+
+pytestmark = pytest.mark.keras
+
+
+def _cb(store, tmp_path, **kwargs):
+    return TrackingCallback(store=store, artifacts_dir=tmp_path / "artifacts", **kwargs)
+
+
+def _series(store, run_id, key):
+    return [p.value for p in store.metric_history(run_id, [key])]
+
+
+def test_completed_run_records_params_model_epochs_and_lr(store, tmp_path):
+    cb = _cb(
+        store, tmp_path, experiment="exp", run_name="r1", params={"units": 4}, tags={"who": "me"}
+    )
+    fit(model(), [cb], epochs=3)
+    run = store.get_run(cb.run_id)
+    assert (run.status, run.stop_reason, run.name, run.experiment) == (
+        "finished",
+        "completed",
+        "r1",
+        "exp",
+    )
+    assert run.params == {"units": 4} and run.tags == {"who": "me"}
+    assert run.epochs_done == 3 and run.epochs_planned == 3 and run.last_epoch == 2
+    assert run.fit_params["batch_size"] == 16 and run.fit_params["validation"] is True
+    assert run.fit_params["initial_epoch"] == 0 and run.fit_params["steps"] == 5
+    assert run.model["class"] == "Sequential"
+    assert run.model["trainable_params"] == 4 * 4 + 4 + 4 + 1
+    assert run.model["optimizer"]["class"] == "SGD"
+    assert "dense" in run.model["summary"] and run.model["architecture"]["class_name"]
+    assert run.environment["keras"] == keras.__version__ and run.environment["python"]
+    keys = set(store.metric_keys(run.id))
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s"} <= keys
+    assert [p.epoch for p in store.metric_history(run.id, ["loss"])] == [0, 1, 2]
+    assert _series(store, run.id, "lr") == pytest.approx([0.05] * 3)
+    history = cb.model.history.history
+    assert _series(store, run.id, "val_loss") == pytest.approx(history["val_loss"])
+
+
+def test_initial_epoch_numbering_follows_keras(store, tmp_path):
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb], epochs=4, initial_epoch=2)
+    assert [p.epoch for p in store.metric_history(cb.run_id, ["loss"])] == [2, 3]
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_early_stopping_details(store, tmp_path, restore):
+    es = keras.callbacks.EarlyStopping(
+        monitor="loss", patience=1, min_delta=10.0, restore_best_weights=restore
+    )
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb, es], epochs=10)
+    run = store.get_run(cb.run_id)
+    assert run.status == "finished" and run.stop_reason == "early_stopping"
+    details = run.stop_details["early_stopping"]
+    assert details["monitor"] == "loss" and details["patience"] == 1
+    assert details["stopped_epoch"] == 1 and details["best_epoch"] == 0
+    assert details["restored_epoch"] == (0 if restore else None)
+    assert run.epochs_done == 2 and run.stop_details["epoch"] == 1
+
+
+class Boom(keras.callbacks.Callback):
+    def __init__(self, exc, at_epoch=1):
+        super().__init__()
+        self.exc, self.at_epoch = exc, at_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise self.exc
+
+
+def test_exception_from_callback_marks_run_failed_at_once(store, tmp_path):
+    cb = _cb(store, tmp_path)
+    m = model()
+    with pytest.raises(ValueError, match="kaput"):
+        fit(m, [Boom(ValueError("kaput"))] + [cb], epochs=5)
+    run = store.get_run(cb.run_id)  # the caller caught it and carries on: already recorded
+    assert run.status == "failed" and run.stop_reason == "error"
+    assert run.stop_details["error"] == {"type": "ValueError", "message": "kaput"}
+    assert run.epochs_done == 2  # the failing epoch's logs were written before Boom raised
+    assert "train_function" not in m.__dict__ or not hasattr(m.train_function, "__wrapped__")
+    fit(m, [cb], epochs=1)  # the same model and callback train again normally
+    assert store.get_run(cb.run_id).stop_reason == "completed"
+
+
+def test_keyboard_interrupt_marks_run_interrupted(store, tmp_path):
+    cb = _cb(store, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), [cb, Boom(KeyboardInterrupt(), at_epoch=0)], epochs=5)
+    run = store.get_run(cb.run_id)
+    assert run.status == "interrupted" and run.stop_reason == "interrupted"
+
+
+def test_exception_from_data_marks_run_failed(store, tmp_path):
+    x, y = data()
+
+    def batches():
+        for i in range(3):
+            yield x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]
+        raise RuntimeError("bad shard")
+
+    cb = _cb(store, tmp_path)
+    with pytest.raises(Exception, match="bad shard"):
+        model().fit(batches(), epochs=2, steps_per_epoch=5, verbose=0, callbacks=[cb])
+    run = store.get_run(cb.run_id)
+    assert run.status == "failed" and "bad shard" in run.stop_details["error"]["message"]
+
+
+def test_terminate_on_nan_records_epoch_and_batch(store, tmp_path):
+    x, y = data()
+    y[40:] = np.nan  # batch 2 of the first epoch produces a NaN loss
+    cb = _cb(store, tmp_path)
+    model().fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN(), cb],
+    )
+    run = store.get_run(cb.run_id)
+    assert run.status == "finished" and run.stop_reason == "terminate_on_nan"
+    assert run.stop_details["terminate_on_nan"] == {"epoch": 0, "batch": 2}
+    assert math.isnan(_series(store, run.id, "loss")[0])
+
+
+class StopAfterOne(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_custom_callback_stop_names_its_class(store, tmp_path):
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb, StopAfterOne()], epochs=5)
+    run = store.get_run(cb.run_id)
+    assert run.stop_reason == "stopped_by_callback" and run.status == "finished"
+    assert run.stop_details["callback"] == "StopAfterOne" and run.epochs_done == 1
+
+
+@pytest.mark.parametrize(
+    "make_cb, expected",
+    [
+        (
+            lambda: keras.callbacks.LearningRateScheduler(lambda e: 0.1 / (e + 1)),
+            [0.1, 0.05, 0.1 / 3],
+        ),
+        (
+            lambda: keras.callbacks.ReduceLROnPlateau(
+                monitor="loss", factor=0.5, patience=0, min_delta=10.0
+            ),
+            [0.05, 0.05, 0.025],
+        ),  # epoch 0 sets the plateau baseline
+    ],
+    ids=["scheduler", "plateau"],
+)
+def test_lr_under_callbacks(store, tmp_path, make_cb, expected):
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb, make_cb()], epochs=3)
+    assert _series(store, cb.run_id, "lr") == pytest.approx(expected, rel=1e-5)
+
+
+def test_lr_from_schedule_object(store, tmp_path):
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=5, decay_rate=0.5)
+    cb = _cb(store, tmp_path)
+    fit(model(lr=schedule), [cb], epochs=3)  # 5 steps an epoch: halves every epoch
+    assert _series(store, cb.run_id, "lr") == pytest.approx([0.1, 0.05, 0.025], rel=1e-5)
+    opt = store.get_run(cb.run_id).model["optimizer"]["config"]
+    assert opt["learning_rate"]["class_name"] == "ExponentialDecay"
+
+
+def test_placement_in_callback_list_does_not_change_the_record(store, tmp_path):
+    def record(first):
+        cb = _cb(store, tmp_path)
+        others = [
+            keras.callbacks.LearningRateScheduler(lambda e: 0.1 / (e + 1)),
+            keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0),
+            keras.callbacks.ModelCheckpoint(str(tmp_path / f"{first}-{{epoch}}.keras")),
+        ]
+        fit(model(), [cb, *others] if first else [*others, cb], epochs=5)
+        run = store.get_run(cb.run_id)
+        cks = [(c.epoch, c.source) for c in store.checkpoints(run.id)]
+        return (
+            run.stop_reason,
+            run.epochs_done,
+            _series(store, run.id, "lr"),
+            _series(store, run.id, "loss"),
+            cks,
+        )
+
+    assert record(True) == record(False)
+
+
+def test_model_checkpoint_epoch_paths(store, tmp_path):
+    mc = keras.callbacks.ModelCheckpoint(str(tmp_path / "ck" / "m-{epoch:02d}.keras"))
+    cb = _cb(store, tmp_path, save_best_weights=False)
+    fit(model(), [mc, cb], epochs=3)
+    cks = store.checkpoints(cb.run_id)
+    assert [(c.epoch, c.kind, c.source) for c in cks] == [
+        (e, "model", "ModelCheckpoint") for e in range(3)
+    ]
+    assert [c.path for c in cks] == [
+        str(tmp_path / "ck" / f"m-{e + 1:02d}.keras") for e in range(3)
+    ]
+    assert all(checkpoints.state(c) == "ok" for c in cks)
+    assert [c.monitor for c in cks] == ["val_loss"] * 3
+    assert cks[0].value == pytest.approx(_series(store, cb.run_id, "val_loss")[0])
+
+
+def test_fixed_path_save_best_only_keeps_one_valid_reference(store, tmp_path):
+    path = tmp_path / "best.weights.h5"
+    mc = keras.callbacks.ModelCheckpoint(
+        str(path), monitor="loss", save_best_only=True, save_weights_only=True
+    )
+    cb = _cb(store, tmp_path, save_best_weights=False)
+    fit(model(), [cb, mc], epochs=4)
+    cks = store.checkpoints(cb.run_id)
+    assert len(cks) >= 2 and all(c.is_best and c.kind == "weights" for c in cks)
+    assert [checkpoints.state(c) for c in cks] == ["modified"] * (len(cks) - 1) + ["ok"]
+
+
+def test_integer_save_freq(store, tmp_path):
+    mc = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "b-{epoch}-{batch}.weights.h5"), save_weights_only=True, save_freq=2
+    )
+    cb = _cb(store, tmp_path, save_best_weights=False)
+    fit(model(), [mc, cb], epochs=2)  # 5 batches an epoch
+    cks = store.checkpoints(cb.run_id)
+    assert len(cks) == 5 and all(c.batch is not None for c in cks)
+    assert {c.epoch for c in cks} == {0, 1}
+
+
+def test_own_best_weights_and_restore(store, tmp_path):
+    cb = _cb(store, tmp_path)
+    m = model()
+    best_preds = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            best_preds[epoch] = self.model.predict(data()[0], verbose=0)
+
+    fit(m, [cb, Snapshot()], epochs=4)
+    val = _series(store, cb.run_id, "val_loss")
+    best_epoch = int(np.argmin(val))
+    own = [c for c in store.checkpoints(cb.run_id) if c.source == "TrackingCallback"]
+    assert own[-1].epoch == best_epoch and own[-1].monitor == "val_loss"
+    fresh = model(seed=1)
+    ck = restore_weights(fresh, cb.run_id, store=store)
+    assert ck.epoch == best_epoch
+    np.testing.assert_allclose(
+        fresh.predict(data()[0], verbose=0), best_preds[best_epoch], rtol=1e-6
+    )
+
+
+def test_restore_refuses_a_modified_file(store, tmp_path):
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb], epochs=2)
+    ck = store.checkpoints(cb.run_id)[-1]
+    with open(ck.path, "ab") as f:
+        f.write(b"tampered")
+    from tracker.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="changed"):
+        restore_weights(model(), cb.run_id, store=store)
+
+
+def test_reuse_across_fits_makes_new_runs(store, tmp_path):
+    cb = _cb(store, tmp_path)
+    m = model()
+    fit(m, [cb], epochs=1)
+    first = cb.run_id
+    fit(m, [cb], epochs=2)
+    assert cb.run_id != first
+    assert store.get_run(first).epochs_done == 1 and store.get_run(cb.run_id).epochs_done == 2
+
+
+def test_batch_logging_buffers_points(store, tmp_path):
+    cb = _cb(store, tmp_path, log_every_n_batches=2)
+    fit(model(), [cb], epochs=2)
+    points = store.metric_history(cb.run_id, ["loss"], batches=True)
+    assert [(p.epoch, p.step) for p in points] == [(e, b) for e in (0, 1) for b in (0, 2, 4)]
+
+
+def test_async_dispatch_stays_on(store, tmp_path, monkeypatch):
+    """Keras dispatches batch hooks on a thread pool on thread-safe backends (JAX, torch) unless
+    a callback overrides them without `async_safe`; the tracker must not turn that off."""
+    import keras.src.backend
+
+    monkeypatch.setattr(keras.src.backend, "IS_THREAD_SAFE", True)
+    m = model()
+    assert keras.callbacks.CallbackList([_cb(store, tmp_path)], model=m)._async_train
+
+    class Blocking(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    assert not keras.callbacks.CallbackList([Blocking()], model=m)._async_train
+
+
+def test_unreachable_database_warns_once_and_training_goes_on(tmp_path):
+    cb = TrackingCallback(db=f"sqlite:///{tmp_path}/missing/dir/x.db", artifacts_dir=tmp_path / "a")
+    with pytest.warns(RuntimeWarning, match="could not write") as record:
+        history = fit(model(), [cb], epochs=3)
+    assert len(history.history["loss"]) == 3
+    assert sum("could not write" in str(w.message) for w in record) == 1
+
+
+def test_only_the_chief_writes(store, tmp_path, monkeypatch):
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}',
+    )
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb], epochs=1)
+    assert cb.run_id is None and store.list_runs() == []
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="Received: mode='best'"):
+        TrackingCallback(mode="best")
+    with pytest.raises(ValueError, match="log_every_n_batches"):
+        TrackingCallback(log_every_n_batches=0)
