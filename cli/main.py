@@ -81,3 +81,7 @@ cli.add_command(analysis.compare)
 cli.add_command(analysis.metrics)
 cli.add_command(restore.restore)
 cli.add_command(db.db)
+
+
+if __name__ == "__main__":
+    cli()

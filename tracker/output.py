@@ -144,10 +144,9 @@ def to_table(table: Table) -> str:
     if not table.rows:
         out.append("  (none)" if table.title else "(none)")
         return "\n".join(out)
-    for n, line in enumerate(lines):
-        is_header = table.header and n == 0
+    for line in lines:
         parts = [
-            text.rjust(w) if numeric[i] and not is_header else text.ljust(w)
+            text.rjust(w) if numeric[i] else text.ljust(w)
             for i, (text, w) in enumerate(zip(line, widths, strict=True))
         ]
         out.append(("  " if table.title else "") + "  ".join(parts).rstrip())

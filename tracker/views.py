@@ -126,6 +126,7 @@ def run_show(detail: RunDetail) -> View:
     run = detail.run
     states = [ckpts.state(c) for c in detail.checkpoints]
     keys, epochs = epoch_table(detail.history)
+    keys.sort(key=lambda k: k == LR_KEY)  # the learning rate after the metrics
     data = {
         **run.to_json(),
         "epochs": [_epoch_json(e, values) for e, values in epochs],
@@ -220,14 +221,14 @@ def _rest(ref: dict[str, Any]) -> dict[str, Any] | None:
 def epoch_table(
     points: Iterable[MetricPoint], *, batches: bool = False
 ) -> tuple[list[str], list[tuple[Any, dict[str, float]]]]:
-    """Points pivoted to rows: the keys (in first-seen order) and `(epoch, {key: value})` rows,
-    or `((epoch, step), {...})` with `batches`."""
+    """Points pivoted to rows: the keys (sorted) and `(epoch, {key: value})` rows, or
+    `((epoch, step), {...})` with `batches`."""
     keys: dict[str, None] = {}
     rows: dict[Any, dict[str, float]] = {}
     for p in points:
         keys.setdefault(p.key, None)
         rows.setdefault((p.epoch, p.step) if batches else p.epoch, {})[p.key] = p.value
-    return list(keys), list(rows.items())
+    return sorted(keys), list(rows.items())
 
 
 def _epoch_json(epoch: int, values: dict[str, float]) -> dict[str, Any]:
