@@ -213,6 +213,7 @@ def plot(details: list[RunDetail], metrics: list[str], path: Path) -> Path:
         TrackerError: matplotlib is missing, the folder does not exist, or the format is unknown.
     """
     try:
+        import matplotlib  # noqa: F401 - the package first: a clear error when it is missing
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ModuleNotFoundError as e:
