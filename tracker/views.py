@@ -265,10 +265,15 @@ def choose_for_target(
     if wanted is None or wanted == ck.kind:
         return ck
     fitting = [c for c in cks if c.kind == wanted]
-    try:
-        return ckpts.choose(run, fitting, sums, epoch=ck.epoch) if fitting else ck
-    except CheckpointError:
+    if not any(c.epoch == ck.epoch for c in fitting):
         return ck  # copy_verified then names the suffix this checkpoint needs
+    try:
+        return ckpts.choose(run, fitting, sums, epoch=ck.epoch)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e}; the {ck.kind} checkpoint of epoch {ck.epoch} is intact: "
+            f"--to {to.name} would need the suffix {ckpts.SUFFIX[ck.kind]!r} for it"
+        ) from e
 
 
 def restored(run: RunRecord, ck: CheckpointRecord, to: Path) -> str:
