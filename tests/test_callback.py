@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -315,12 +316,35 @@ def test_async_dispatch_stays_on(store, tmp_path, monkeypatch):
     assert not keras.callbacks.CallbackList([Blocking()], model=m)._async_train
 
 
-def test_unreachable_database_warns_once_and_training_goes_on(tmp_path):
-    cb = TrackingCallback(db=f"sqlite:///{tmp_path}/missing/dir/x.db", artifacts_dir=tmp_path / "a")
-    with pytest.warns(RuntimeWarning, match="could not write") as record:
+def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
+    """The database cannot be opened at all: training goes on, the whole run lands in the spool
+    (named once in a warning), and `tracker sync` moves it into the database later."""
+    from tracker import open_store
+    from tracker.sync import sync
+
+    missing = tmp_path / "not-yet"
+    url = f"sqlite:///{missing}/x.db"
+    spool = tmp_path / "spool.db"
+    cb = TrackingCallback(db=url, artifacts_dir=tmp_path / "a", spool_path=spool)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")  # Keras's own deprecation notices are not ours to judge
         history = fit(model(), [cb], epochs=3)
     assert len(history.history["loss"]) == 3
-    assert sum("could not write" in str(w.message) for w in record) == 1
+    ours = [str(w.message) for w in record if str(w.message).startswith("tracker")]
+    assert len(ours) == 1 and "spool file" in ours[0] and str(spool) in ours[0]
+    with open_store(f"sqlite:///{spool}") as s:
+        run = s.get_run(cb.run_id)
+        assert (run.status, run.epochs_done) == ("finished", 3)
+        assert len(s.checkpoints(run.id)) >= 1
+    missing.mkdir()
+    with open_store(url) as target:
+        first = sync(spool, target)
+        again = sync(spool, target)
+        run = target.get_run(cb.run_id)
+        assert (run.status, run.stop_reason, run.epochs_done) == ("finished", "completed", 3)
+        assert _series(target, run.id, "loss") == pytest.approx(history.history["loss"])
+    assert first.runs_created == 1 and first.points > 0
+    assert again.points == 0 and again.checkpoints == 0
 
 
 def test_only_the_chief_writes(store, tmp_path, monkeypatch):

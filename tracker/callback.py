@@ -23,7 +23,9 @@ from tracker.fitguard import FitGuard, TerminatedBySignal, die_by_signal, find_f
 from tracker.modes import MODES, infer_mode, is_improvement
 from tracker.recorder import RunRecorder
 from tracker.records import MetricPoint, jsonable
-from tracker.store import DEFAULT_HEARTBEAT_S, Store, utcnow
+from tracker.store import DEFAULT_HEARTBEAT_S, Store
+from tracker.sync import default_spool_path
+from tracker.writes import utcnow
 
 OWN_SOURCE = "TrackingCallback"
 
@@ -53,6 +55,9 @@ class TrackingCallback(keras.callbacks.Callback):
             epoch, as Keras reports them). Defaults to `None` (off).
         heartbeat_interval: seconds between heartbeats; a run silent for two intervals is shown
             as `crashed`. Defaults to `30`.
+        spool_path: SQLite file that receives the run while the database cannot be written
+            (push it later with `tracker sync`). Defaults to `TRACKER_SPOOL`, else
+            `~/.cache/tracker/spool.db`.
         store: an open `tracker.Store` to write to instead of `db`.
     """
 
@@ -70,6 +75,7 @@ class TrackingCallback(keras.callbacks.Callback):
         artifacts_dir: str | os.PathLike[str] | None = None,
         log_every_n_batches: int | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
+        spool_path: str | os.PathLike[str] | None = None,
         store: Store | None = None,
     ) -> None:
         super().__init__()
@@ -101,6 +107,7 @@ class TrackingCallback(keras.callbacks.Callback):
         self.artifacts_dir = artifacts_dir
         self.log_every_n_batches = log_every_n_batches
         self.heartbeat_interval = float(heartbeat_interval)
+        self.spool_path = spool_path
         self._store = store
         # Batch hooks only buffer numbers, so Keras may keep dispatching them asynchronously.
         self.async_safe = True
@@ -135,7 +142,8 @@ class TrackingCallback(keras.callbacks.Callback):
         if not introspect.is_chief():
             return  # under multi-worker tf.distribute only the chief records
         url = None if self._store is not None else resolve_url(self.db)
-        self._recorder = RunRecorder(url, self._store)
+        spool = Path(self.spool_path) if self.spool_path else default_spool_path()
+        self._recorder = RunRecorder(url, self._store, spool_path=spool.expanduser().resolve())
         self.run_id = uuid.uuid4().hex
         self._active = True
         cb_list, fit_frame = find_fit(self)

@@ -394,3 +394,8 @@ def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str) -> 
         names = ", ".join(repr(k) for k in missing)
         listed = ", ".join(known) if known else "none recorded yet"
         raise MetricNotFound(f"no metric {names} {where}; metrics recorded: {listed}")
+
+
+def run_ids(s: Session) -> list[str]:
+    """Every run id, oldest first."""
+    return list(s.scalars(select(Run.id).order_by(Run.started_at, Run.id)))

@@ -1,18 +1,23 @@
 """Writes one run to the store on behalf of the callback, and never lets a store failure stop
-training.
+training or lose the run.
 
-Every write goes through `call`: when the database cannot be reached or written, the first failure
-is reported once as a warning, the write is kept in memory, and kept writes are replayed in order
-before the next one, so a database that comes back receives the whole run. The heartbeat thread
-lives here too; it also watches that `fit` is still running, because Keras calls no hook when
-`fit` dies of an exception it did not route through the callbacks.
+Every write goes through `call`. When the database cannot be reached or written (server down,
+read-only or full disk, a lock held too long), the write is retried a few times with backoff; if
+the database is still away, the recorder switches to a local spool file (an ordinary tracker
+SQLite database, named once in a warning) and writes the rest of the run there, replaying the
+run's creation first. `tracker sync` later moves spooled runs into the database, idempotently.
+
+The heartbeat thread lives here too; it also watches that `fit` is still running, because Keras
+calls no hook when `fit` dies of an exception it did not route through the callbacks.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -21,6 +26,12 @@ from tracker.config import mask_url
 from tracker.errors import DatabaseUnavailable
 from tracker.store import Store, open_store
 
+RETRY_DELAYS_S = (0.1, 0.4, 1.2)
+RETRY_BUDGET_S = 2.0  # past this the database counts as away and the spool takes over
+CALLBACK_BUSY_TIMEOUT_S = 5.0
+
+Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+
 
 def _transient(e: Exception) -> bool:
     """Failures a later retry can cure: the database is away, locked or full."""
@@ -28,14 +39,25 @@ def _transient(e: Exception) -> bool:
 
 
 class RunRecorder:
-    def __init__(self, url: str | None, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        store: Store | None = None,
+        *,
+        spool_path: Path | None = None,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS_S,
+    ) -> None:
         self._url = url
         self._store = store
         self._owns_store = store is None
-        self._pending: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._spool_path = spool_path
+        self._spool: Store | None = None
+        self._retry_delays = retry_delays
+        self._pending: list[Op] = []
+        self._create_op: Op | None = None
         self._lock = threading.RLock()
         self._warned = False
-        self.busy = False  # a write is under way on the main thread (see the signal guard)
+        self.busy = False  # a write is under way (the signal guard waits for it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -43,51 +65,93 @@ class RunRecorder:
     def pending(self) -> int:
         return len(self._pending)
 
-    def _open(self) -> Store:
+    @property
+    def spooled_to(self) -> Path | None:
+        return self._spool_path if self._spool is not None else None
+
+    def _target(self) -> Store:
+        if self._spool is not None:
+            return self._spool
         if self._store is None:
-            self._store = open_store(self._url)
+            self._store = open_store(self._url, busy_timeout=CALLBACK_BUSY_TIMEOUT_S)
         return self._store
 
     def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        """Run `Store.<op>(*args, **kwargs)`; on failure keep it for later and return None."""
+        """Run `Store.<op>(*args, **kwargs)` now, or keep it for later; never raises."""
         with self._lock:
             self.busy = True
             try:
-                self._pending.append((op, args, kwargs))
-                return self._drain()
+                entry = (op, args, kwargs)
+                if op == "create_run":
+                    self._create_op = entry
+                self._pending.append(entry)
+                return self._drain(retry=True)
             finally:
                 self.busy = False
 
-    def _drain(self) -> Any:
+    def _drain(self, *, retry: bool) -> Any:
         result = None
+        attempt = 0
+        first_failure: float | None = None
         while self._pending:
             op, args, kwargs = self._pending[0]
             try:
-                result = getattr(self._open(), op)(*args, **kwargs)
+                result = getattr(self._target(), op)(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - training must go on whatever the store does
-                self._warn(e)
-                if _transient(e):
-                    return None
-                result = None  # retrying cannot help (a bug, bad data): drop this write only
+                if not _transient(e):
+                    self._warn(f"tracker dropped one write ({op}: {type(e).__name__}: {e})")
+                    self._pending.pop(0)
+                    continue
+                first_failure = first_failure or time.monotonic()
+                waited = time.monotonic() - first_failure
+                if retry and attempt < len(self._retry_delays) and waited < RETRY_BUDGET_S:
+                    time.sleep(self._retry_delays[attempt])
+                    attempt += 1
+                    continue
+                if self._spool is None and self._spool_path is not None and self._start_spool(e):
+                    attempt = 0
+                    continue
+                self._warn(
+                    f"tracker could not write to {self._where()} ({type(e).__name__}: "
+                    f"{e}); training goes on and the run is kept in memory"
+                )
+                return None
             self._pending.pop(0)
         return result
 
-    def _warn(self, e: Exception) -> None:
-        if self._warned:
-            return
-        self._warned = True
-        where = mask_url(self._url or (self._store.url if self._store else "the run store"))
+    def _start_spool(self, cause: Exception) -> bool:
+        assert self._spool_path is not None
+        try:
+            self._spool_path.parent.mkdir(parents=True, exist_ok=True)
+            self._spool = open_store(f"sqlite:///{self._spool_path}")
+        except Exception:  # noqa: BLE001 - then memory is all that is left
+            return False
+        if self._create_op is not None and self._pending[0] is not self._create_op:
+            self._pending.insert(0, self._create_op)  # the spool must know the run itself
         warnings.warn(
-            f"tracker could not write to {where} ({type(e).__name__}: {e}); training goes on and "
-            "the run is kept in memory until the database answers again",
+            f"tracker could not write to {self._where(main=True)} ({type(cause).__name__}: "
+            f"{cause}); the run goes on in the spool file {self._spool_path}. Push it later "
+            f"with: tracker sync {self._spool_path}",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+        self._warned = True
+        return True
+
+    def _where(self, main: bool = False) -> str:
+        if self._spool is not None and not main:
+            return f"spool {self._spool_path}"
+        return mask_url(self._url or (self._store.url if self._store else "the run store"))
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def flush(self) -> bool:
         """Retry kept writes now; True when nothing is left."""
         with self._lock:
-            self._drain()
+            self._drain(retry=False)
             return not self._pending
 
     # -- heartbeat ------------------------------------------------------------------------------
@@ -132,3 +196,6 @@ class RunRecorder:
         if self._owns_store and self._store is not None:
             self._store.close()
             self._store = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None

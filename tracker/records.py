@@ -66,7 +66,7 @@ class RunRecord:
     def duration_s(self) -> float | None:
         end = self.ended_at or (self.heartbeat_at if self.status != "running" else None)
         if end is None:
-            from tracker.store import utcnow
+            from tracker.writes import utcnow
 
             end = utcnow()
         return (end - self.started_at).total_seconds()

@@ -7,25 +7,24 @@ training process writing an epoch never blocks `tracker runs list` in another sh
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tracker import queries
+from tracker import queries, transfer, writes
 from tracker.config import mask_url, resolve_url
-from tracker.db import WRITE, check_schema, make_engine, wrap_db_error
+from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, check_schema, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
-from tracker.models import Checkpoint, Experiment, Metric, MetricSummary, Param, Run, Tag
+from tracker.models import Checkpoint, Metric, MetricSummary, Param, Run, Tag
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -34,17 +33,11 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
+from tracker.transfer import ImportResult, RunBundle
+from tracker.writes import utcnow
 
 DEFAULT_HEARTBEAT_S = 30.0
-_LOCK_RETRIES = 8
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def encode_param(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
+_LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
 
 
 class Store:
@@ -54,11 +47,18 @@ class Store:
         url: SQLAlchemy URL; defaults to `TRACKER_DB_URL`, then `sqlite:///tracker.db`.
         auto_upgrade: upgrade an older schema on open. Defaults to `True` for SQLite (the file is
             the user's own) and `False` for PostgreSQL (it may be shared).
+        busy_timeout: seconds a SQLite write waits for another process's lock. Defaults to `60`.
     """
 
-    def __init__(self, url: str | None = None, *, auto_upgrade: bool | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        auto_upgrade: bool | None = None,
+        busy_timeout: float = SQLITE_BUSY_TIMEOUT_S,
+    ) -> None:
         self.url = resolve_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, busy_timeout=busy_timeout)
         if auto_upgrade is None:
             auto_upgrade = self.engine.dialect.name == "sqlite"
         try:
@@ -140,11 +140,11 @@ class Store:
 
         def tx() -> None:
             with self._write() as s:
-                exp_id = self._experiment_id(s, experiment)
+                exp_id = writes.experiment_id(s, experiment)
                 s.add(
                     Run(
                         id=run_id,
-                        name=name or _generated_name(run_id),
+                        name=name or writes.generated_name(run_id),
                         experiment_id=exp_id,
                         status="running",
                         stop_details={},
@@ -160,31 +160,11 @@ class Store:
                     )
                 )
                 s.flush()
-                self._put_params(s, run_id, params or {})
-                self._put_tags(s, run_id, tags or {})
+                writes.put_params(s, run_id, params or {})
+                writes.put_tags(s, run_id, tags or {})
 
         self._retrying(tx)
         return self.get_run(run_id)
-
-    def _experiment_id(self, s: Session, name: str) -> int:
-        found = s.scalar(select(Experiment.id).where(Experiment.name == name))
-        if found is not None:
-            return found
-        try:
-            with s.begin_nested():  # another process may create the same experiment right now
-                exp = Experiment(name=name, created_at=utcnow())
-                s.add(exp)
-            return exp.id
-        except IntegrityError:
-            return s.scalars(select(Experiment.id).where(Experiment.name == name)).one()
-
-    def _put_params(self, s: Session, run_id: str, params: Mapping[str, Any]) -> None:
-        for key, value in params.items():
-            s.merge(Param(run_id=run_id, key=str(key), value=encode_param(value)))
-
-    def _put_tags(self, s: Session, run_id: str, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            s.merge(Tag(run_id=run_id, key=str(key), value=str(value)))
 
     def log_epoch(
         self,
@@ -199,27 +179,12 @@ class Store:
         """Store one epoch's metrics (and the batch points buffered during it) and bring the
         run's summaries up to date, in one transaction."""
         now = at or utcnow()
-        values = {str(k): float(v) for k, v in metrics.items()}
-        batch_rows = _point_rows(run_id, batches)
+        points = [MetricPoint(str(k), epoch, None, float(v), now) for k, v in metrics.items()]
+        points.extend(batches)
 
         def tx() -> None:
             with self._write() as s:
-                if values:
-                    rows = [
-                        {
-                            "run_id": run_id,
-                            "key": k,
-                            "epoch": epoch,
-                            "step": None,
-                            "value": v,
-                            "time": now,
-                        }
-                        for k, v in values.items()
-                    ]
-                    s.execute(insert(Metric), rows)
-                    self._update_summaries(s, run_id, epoch, values)
-                if batch_rows:
-                    s.execute(insert(Metric), batch_rows)
+                writes.insert_points(s, run_id, points)
                 result = s.execute(
                     update(Run)
                     .where(Run.id == run_id)
@@ -235,51 +200,15 @@ class Store:
 
         self._retrying(tx)
 
-    def _update_summaries(
-        self, s: Session, run_id: str, epoch: int, values: Mapping[str, float]
-    ) -> None:
-        existing = {
-            m.key: m
-            for m in s.scalars(
-                select(MetricSummary).where(
-                    MetricSummary.run_id == run_id, MetricSummary.key.in_(list(values))
-                )
-            )
-        }
-        for key, value in values.items():
-            summary = existing.get(key)
-            if summary is None:
-                summary = MetricSummary(
-                    run_id=run_id,
-                    key=key,
-                    count=0,
-                    first_value=value,
-                    first_epoch=epoch,
-                    last_value=value,
-                    last_epoch=epoch,
-                )
-                s.add(summary)
-            _fold(summary, epoch, value)
-
     def log_batch_metrics(self, run_id: str, points: Iterable[MetricPoint]) -> int:
         """Store batch-level points in bulk (one transaction for all of them). Returns the count."""
-        rows = [
-            {
-                "run_id": run_id,
-                "key": p.key,
-                "epoch": p.epoch,
-                "step": p.step,
-                "value": p.value,
-                "time": p.time,
-            }
-            for p in points
-        ]
+        rows = list(points)
         if not rows:
             return 0
 
         def tx() -> None:
             with self._write() as s:
-                s.execute(insert(Metric), rows)
+                writes.insert_points(s, run_id, rows)
 
         self._retrying(tx)
         return len(rows)
@@ -393,7 +322,7 @@ class Store:
         def tx() -> str:
             with self._write() as s:
                 run_id = queries.resolve_run_id(s, ref, utcnow())
-                self._put_tags(s, run_id, tags)
+                writes.put_tags(s, run_id, tags)
                 return run_id
 
         return self.get_run(self._retrying(tx))
@@ -406,6 +335,19 @@ class Store:
                 for model in (Metric, MetricSummary, Checkpoint, Param, Tag):
                     s.execute(delete(model).where(model.run_id.in_(ids)))
                 return s.execute(delete(Run).where(Run.id.in_(ids))).rowcount
+
+        return self._retrying(tx)
+
+    def import_runs(self, bundles: Iterable[RunBundle]) -> ImportResult:
+        """Add whole runs (or what they lack) in one transaction; see `tracker.transfer`."""
+        bundles = list(bundles)
+
+        def tx() -> ImportResult:
+            result = ImportResult()
+            with self._write() as s:
+                for bundle in bundles:
+                    transfer.import_run(s, bundle, result)
+            return result
 
         return self._retrying(tx)
 
@@ -458,6 +400,15 @@ class Store:
     def metric_keys(self, run_id: str | None = None) -> list[str]:
         with self._read() as s:
             return queries.metric_keys(s, run_id)
+
+    def export_run(self, ref: str) -> RunBundle:
+        """The run `ref` names with every metric point and checkpoint, for `import_runs`."""
+        with self._read() as s:
+            return transfer.export_run(s, queries.resolve_run_id(s, ref, utcnow()))
+
+    def run_ids(self) -> list[str]:
+        with self._read() as s:
+            return queries.run_ids(s)
 
     def get_runs(self, refs: Iterable[str]) -> list[RunRecord]:
         """The runs `refs` name, each once, in the order given; every one must resolve."""
@@ -516,82 +467,6 @@ class Store:
                 level = "batch" if batches else "epoch"
                 queries.require_metrics(keys, known, f"at {level} level in run {run.short_id}")
             return run, queries.metric_history(s, run.id, keys, batches=batches)
-
-
-def _point_rows(run_id: str, points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
-    return [
-        {
-            "run_id": run_id,
-            "key": p.key,
-            "epoch": p.epoch,
-            "step": p.step,
-            "value": p.value,
-            "time": p.time,
-        }
-        for p in points
-    ]
-
-
-def _fold(summary: MetricSummary, epoch: int, value: float) -> None:
-    summary.count += 1
-    if epoch <= summary.first_epoch:
-        summary.first_value, summary.first_epoch = value, epoch
-    if epoch >= summary.last_epoch:
-        summary.last_value, summary.last_epoch = value, epoch
-    if not math.isfinite(value):
-        return
-    if summary.min_value is None or value < summary.min_value:
-        summary.min_value, summary.min_epoch = value, epoch
-    if summary.max_value is None or value > summary.max_value:
-        summary.max_value, summary.max_epoch = value, epoch
-
-
-_ADJECTIVES = (
-    "amber",
-    "bold",
-    "calm",
-    "brisk",
-    "clever",
-    "deft",
-    "eager",
-    "fair",
-    "gentle",
-    "keen",
-    "lucid",
-    "merry",
-    "nimble",
-    "quiet",
-    "rapid",
-    "steady",
-    "swift",
-    "vivid",
-)
-_NOUNS = (
-    "badger",
-    "cedar",
-    "comet",
-    "falcon",
-    "fern",
-    "harbor",
-    "heron",
-    "lark",
-    "maple",
-    "otter",
-    "pine",
-    "raven",
-    "river",
-    "sparrow",
-    "tiger",
-    "willow",
-    "wren",
-    "zephyr",
-)
-
-
-def _generated_name(run_id: str) -> str:
-    """A readable name (as MLflow and W&B give), made unique by the id's first hex digits."""
-    n = int(run_id[:8], 16)
-    return f"{_ADJECTIVES[n % len(_ADJECTIVES)]}-{_NOUNS[(n // 97) % len(_NOUNS)]}-{run_id[:4]}"
 
 
 def open_store(url: str | None = None, **kwargs: Any) -> Store:

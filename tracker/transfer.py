@@ -1,0 +1,136 @@
+"""Moving whole runs between stores: `tracker sync` (spool to database) and bulk imports.
+
+Importing is idempotent: a run that is already there gains only the metric points (by key, epoch
+and batch step) and checkpoints (by epoch, batch, path and hash) it lacks, so a sync that is run
+twice, or again after it was cut off, neither duplicates nor loses anything. Each run is imported
+in one transaction: it lands whole or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tracker import queries, writes
+from tracker.models import Checkpoint, Metric, Run
+from tracker.records import CheckpointRecord, MetricPoint, RunRecord
+
+_FINAL = ("finished", "failed", "interrupted", "crashed")
+
+
+@dataclass(frozen=True)
+class RunBundle:
+    run: RunRecord
+    points: list[MetricPoint] = field(default_factory=list)  # epoch and batch level
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+
+
+@dataclass
+class ImportResult:
+    runs_created: int = 0
+    runs_updated: int = 0
+    points: int = 0
+    checkpoints: int = 0
+
+
+def export_run(s: Session, run_id: str) -> RunBundle:
+    now = writes.utcnow()
+    epochs = queries.metric_history(s, run_id)
+    batches = queries.metric_history(s, run_id, batches=True)
+    return RunBundle(
+        run=queries.run_record(s, run_id, now),
+        points=epochs + batches,
+        checkpoints=queries.checkpoints(s, run_id),
+    )
+
+
+def import_run(s: Session, bundle: RunBundle, result: ImportResult) -> None:
+    r = bundle.run
+    existing = s.get(Run, r.id)
+    if existing is None:
+        _create(s, r)
+        result.runs_created += 1
+        have: set[tuple[str, int, int | None]] = set()
+    else:
+        q = select(Metric.key, Metric.epoch, Metric.step).where(Metric.run_id == r.id)
+        have = {(k, e, st) for k, e, st in s.execute(q)}
+        result.runs_updated += 1
+    new = [p for p in bundle.points if (p.key, p.epoch, p.step) not in have]
+    result.points += writes.insert_points(s, r.id, new)
+    new_epochs = {p.epoch for p in new if p.step is None}
+    run = s.get(Run, r.id)
+    assert run is not None
+    if new_epochs:
+        run.epochs_done = len({e for _, e, step in have if step is None} | new_epochs)
+        run.last_epoch = max(new_epochs | {run.last_epoch if run.last_epoch is not None else -1})
+    if existing is not None and (run.status not in _FINAL or r.status in _FINAL):
+        _copy_outcome(run, r)
+    writes.put_params(s, r.id, r.params)
+    writes.put_tags(s, r.id, r.tags)
+    result.checkpoints += _import_checkpoints(s, r.id, bundle.checkpoints)
+
+
+def _create(s: Session, r: RunRecord) -> None:
+    s.add(
+        Run(
+            id=r.id,
+            name=r.name,
+            experiment_id=writes.experiment_id(s, r.experiment),
+            status=r.status,
+            stop_reason=r.stop_reason,
+            stop_details=r.stop_details,
+            started_at=r.started_at,
+            ended_at=r.ended_at,
+            heartbeat_at=r.heartbeat_at,
+            heartbeat_deadline=r.heartbeat_at + timedelta(minutes=1),
+            epochs_planned=r.epochs_planned,
+            epochs_done=0,
+            last_epoch=None,
+            fit_params=r.fit_params,
+            environment=r.environment,
+            model=r.model,
+            references=r.references,
+        )
+    )
+    s.flush()
+
+
+def _copy_outcome(run: Run, r: RunRecord) -> None:
+    run.status, run.stop_reason, run.stop_details = r.status, r.stop_reason, r.stop_details
+    run.ended_at, run.heartbeat_at = r.ended_at, r.heartbeat_at
+    run.heartbeat_deadline = r.heartbeat_at + timedelta(minutes=1)
+    for name in ("fit_params", "environment", "model", "references"):
+        if getattr(r, name):
+            setattr(run, name, getattr(r, name))
+
+
+def _import_checkpoints(s: Session, run_id: str, cks: list[CheckpointRecord]) -> int:
+    q = select(Checkpoint.epoch, Checkpoint.batch, Checkpoint.path, Checkpoint.sha256).where(
+        Checkpoint.run_id == run_id
+    )
+    have = {tuple(row) for row in s.execute(q)}
+    added = 0
+    for c in cks:
+        if (c.epoch, c.batch, c.path, c.sha256) in have:
+            continue
+        s.add(
+            Checkpoint(
+                run_id=run_id,
+                epoch=c.epoch,
+                batch=c.batch,
+                path=c.path,
+                kind=c.kind,
+                source=c.source,
+                monitor=c.monitor,
+                value=c.value,
+                is_best=c.is_best,
+                size=c.size,
+                sha256=c.sha256,
+                created_at=c.created_at,
+            )
+        )
+        added += 1
+    return added
