@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import shutil
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -9,7 +13,7 @@ from sqlalchemy import inspect, text
 
 from tracker import open_store
 from tracker.db import current_revision, make_engine
-from tracker.errors import SchemaTooNew
+from tracker.errors import SchemaOutOfDate, SchemaTooNew
 from tracker.migrate import downgrade, script_heads, script_revisions, upgrade
 from tracker.models import Base
 from tracker.schema import HEAD, KNOWN_REVISIONS
@@ -78,4 +82,70 @@ def test_sqlite_connection_settings(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+    engine.dispose()
+
+
+# -- released schemas with data ------------------------------------------------------------------
+
+OLD_REVISIONS = [r for r in KNOWN_REVISIONS if r != HEAD]
+
+
+def _assert_legacy_data_usable(store):
+    from tracker import checkpoints
+
+    runs = {r.run.name: r.run for r in store.list_runs(experiment="legacy")}
+    assert set(runs) == {"old-best", "old-nan"}
+    best = store.best_runs("val_loss", top=5)
+    assert [(b.run.name, b.epoch, b.value) for b in best] == [
+        ("old-best", 1, 0.3),
+        ("old-nan", 1, 0.8),
+    ]
+    loss = [p.value for p in store.metric_history(runs["old-nan"].id, ["loss"])]
+    assert loss[0] == 1.2 and math.isnan(loss[1])
+    assert store.metric_history(runs["old-nan"].id, ["val_loss"])[0].value == math.inf
+    assert runs["old-best"].params == {"lr": 0.01} and runs["old-best"].tags == {"team": "core"}
+    (ck,) = store.checkpoints(runs["old-best"].id)
+    assert ck.epoch == 1 and checkpoints.state(ck) == "missing"
+    # and the upgraded store keeps working for new runs
+    seed_run(store, {"val_loss": [0.1]}, name="new-run")
+    assert store.best_runs("val_loss")[0].run.name == "new-run"
+
+
+@pytest.mark.parametrize("rev", OLD_REVISIONS)
+def test_upgrade_sqlite_file_from_released_schema(tmp_path, rev):
+    src = Path(__file__).parent / "data" / f"schema_{rev}.db"
+    db = tmp_path / "old.db"
+    shutil.copy(src, db)
+    with open_store(f"sqlite:///{db}") as store:  # SQLite files are upgraded on open
+        assert current_revision(store.engine) == HEAD
+        assert _diff(store.engine) == []
+        _assert_legacy_data_usable(store)
+
+
+@pytest.mark.parametrize("rev", OLD_REVISIONS)
+def test_upgrade_postgres_from_released_schema(pg_url, rev):
+    from tests.data.make_schema_db import populate
+
+    populate(pg_url, rev)
+    with pytest.raises(SchemaOutOfDate, match="tracker db upgrade"):
+        open_store(pg_url)  # a shared server database is never upgraded behind anyone's back
+    engine = make_engine(pg_url)
+    assert current_revision(engine) == rev
+    upgrade(engine)
+    assert _diff(engine) == []
+    engine.dispose()
+    with open_store(pg_url) as store:
+        _assert_legacy_data_usable(store)
+
+
+def test_summary_indexes_after_upgrade(db_url):
+    """Regression for the `best` growth benchmark (issue 7): ranking walks an index."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    names = {ix["name"] for ix in inspect(engine).get_indexes("metric_summaries")}
+    assert {
+        "ix_metric_summaries_key_min",
+        "ix_metric_summaries_key_max",
+        "ix_metric_summaries_key_last",
+    } <= names
     engine.dispose()

@@ -154,7 +154,12 @@ class MetricSummary(Base):
     """First, last, min and max of one epoch-level metric of one run, kept with every write."""
 
     __tablename__ = "metric_summaries"
-    __table_args__ = (Index("ix_metric_summaries_key", "key"),)
+    # `best` walks one of these from its end: cost independent of how many runs there are.
+    __table_args__ = (
+        Index("ix_metric_summaries_key_min", "key", "min_value", "run_id"),
+        Index("ix_metric_summaries_key_max", "key", "max_value", "run_id"),
+        Index("ix_metric_summaries_key_last", "key", "last_value", "run_id"),
+    )
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -242,16 +242,23 @@ def best_runs(
         "min": MetricSummary.min_epoch,
         "max": MetricSummary.max_epoch,
     }["last" if agg == "last" else mode]
+    # Ties go to the lower run id either way, so the index is walked in one direction.
+    order = (
+        (col.asc(), MetricSummary.run_id.asc())
+        if mode == "min"
+        else (col.desc(), MetricSummary.run_id.desc())
+    )
     q = (
         select(MetricSummary.run_id, col, epoch_col)
-        .join(Run, Run.id == MetricSummary.run_id)
         .where(MetricSummary.key == metric, col.is_not(None), col.between(-_FMAX, _FMAX))
-        .order_by(col.asc() if mode == "min" else col.desc(), Run.started_at, Run.id)
+        .order_by(*order)
         .limit(top)
     )
     if experiment is not None:
-        q = q.join(Experiment, Experiment.id == Run.experiment_id).where(
-            Experiment.name == experiment
+        q = (
+            q.join(Run, Run.id == MetricSummary.run_id)
+            .join(Experiment, Experiment.id == Run.experiment_id)
+            .where(Experiment.name == experiment)
         )
     rows = s.execute(q).all()
     if not rows:
