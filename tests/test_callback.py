@@ -362,3 +362,17 @@ def test_bad_arguments_are_refused():
         TrackingCallback(mode="best")
     with pytest.raises(ValueError, match="log_every_n_batches"):
         TrackingCallback(log_every_n_batches=0)
+
+
+def test_resume_appends_to_the_same_run(store, tmp_path):
+    m = model()
+    first = _cb(store, tmp_path)
+    fit(m, [first], epochs=2)
+    again = _cb(store, tmp_path, resume=first.run_id[:8])
+    fit(m, [again], epochs=4, initial_epoch=2)
+    assert again.run_id == first.run_id
+    run = store.get_run(first.run_id)
+    assert (run.status, run.stop_reason, run.epochs_done) == ("finished", "completed", 4)
+    assert [p.epoch for p in store.metric_history(run.id, ["loss"])] == [0, 1, 2, 3]
+    fit(m, [again], epochs=1)  # resume applies to one fit: the next one is a new run
+    assert again.run_id != first.run_id

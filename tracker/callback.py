@@ -58,6 +58,9 @@ class TrackingCallback(keras.callbacks.Callback):
         spool_path: SQLite file that receives the run while the database cannot be written
             (push it later with `tracker sync`). Defaults to `TRACKER_SPOOL`, else
             `~/.cache/tracker/spool.db`.
+        resume: a run (id, id prefix, name or `"latest"`) to continue instead of starting a new
+            one, e.g. with `fit(..., initial_epoch=N)` after an interruption. Used by the next
+            `fit` only; later ones start new runs again.
         store: an open `tracker.Store` to write to instead of `db`.
     """
 
@@ -76,6 +79,7 @@ class TrackingCallback(keras.callbacks.Callback):
         log_every_n_batches: int | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
         spool_path: str | os.PathLike[str] | None = None,
+        resume: str | None = None,
         store: Store | None = None,
     ) -> None:
         super().__init__()
@@ -108,6 +112,7 @@ class TrackingCallback(keras.callbacks.Callback):
         self.log_every_n_batches = log_every_n_batches
         self.heartbeat_interval = float(heartbeat_interval)
         self.spool_path = spool_path
+        self.resume = resume
         self._store = store
         # Batch hooks only buffer numbers, so Keras may keep dispatching them asynchronously.
         self.async_safe = True
@@ -150,8 +155,7 @@ class TrackingCallback(keras.callbacks.Callback):
         if fit_frame is not None:
             self._fit_frame_locals = dict(fit_frame.f_locals)
         others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]
-        self._recorder.call(
-            "create_run",
+        create = dict(
             run_id=self.run_id,
             experiment=self.experiment,
             name=self.run_name,
@@ -164,6 +168,9 @@ class TrackingCallback(keras.callbacks.Callback):
             heartbeat_interval=self.heartbeat_interval,
             started_at=utcnow(),
         )
+        resumed = self._resume(create) if self.resume else None
+        if resumed is None:
+            self._recorder.call("create_run", **create)
         refs = introspect.references(others)
         if refs:
             self._recorder.call("update_run", self.run_id, references=refs)
@@ -175,6 +182,30 @@ class TrackingCallback(keras.callbacks.Callback):
             alive=self._guard.fit_alive if self._guard else None,
             on_dead=self._on_fit_vanished,
         )
+
+    def _resume(self, create: dict[str, Any]) -> Any:
+        """Reopen the run named by `resume`; None (a new run is made) when that fails."""
+        assert self._recorder is not None
+        ref, self.resume = self.resume, None
+        run = self._recorder.call(
+            "resume_run",
+            ref,
+            epochs_planned=create["epochs_planned"],
+            heartbeat_interval=self.heartbeat_interval,
+        )
+        if run is None:
+            warnings.warn(
+                f"tracker could not resume run {ref!r}; recording a new run",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._recorder.flush()
+            return None
+        self.run_id = run.id
+        self._recorder.remember_run(
+            **{**create, "run_id": run.id, "name": run.name, "experiment": run.experiment}
+        )
+        return run
 
     def _install_guard(self, cb_list: Any, fit_frame: Any) -> None:
         guard = FitGuard(

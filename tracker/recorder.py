@@ -89,6 +89,10 @@ class RunRecorder:
             finally:
                 self.busy = False
 
+    def remember_run(self, **create_kwargs: Any) -> None:
+        """What the spool needs to recreate a run that was not created by this recorder."""
+        self._create_op = ("create_run", (), create_kwargs)
+
     def _drain(self, *, retry: bool) -> Any:
         result = None
         attempt = 0

@@ -318,6 +318,34 @@ class Store:
         self._retrying(tx)
         return self.get_run(run_id)
 
+    def resume_run(
+        self,
+        ref: str,
+        *,
+        epochs_planned: int | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
+    ) -> RunRecord:
+        """Put a past run back in state `running` so a new `fit` can append epochs to it."""
+        now = utcnow()
+
+        def tx() -> str:
+            with self._write() as s:
+                run_id = queries.resolve_run_id(s, ref, now)
+                values: dict[str, Any] = {
+                    "status": "running",
+                    "stop_reason": None,
+                    "stop_details": {},
+                    "ended_at": None,
+                    "heartbeat_at": now,
+                    "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
+                }
+                if epochs_planned is not None:
+                    values["epochs_planned"] = epochs_planned
+                s.execute(update(Run).where(Run.id == run_id).values(**values))
+                return run_id
+
+        return self.get_run(self._retrying(tx))
+
     def set_tags(self, ref: str, tags: Mapping[str, Any]) -> RunRecord:
         def tx() -> str:
             with self._write() as s:
