@@ -6,8 +6,6 @@ the `db` commands never open a store (which would migrate or refuse an old datab
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import click
@@ -32,9 +30,7 @@ class TrackerGroup(click.Group):
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
         except BrokenPipeError:
-            # The reader went away (`tracker runs list | head`): stop quietly.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            ctx.exit(1)
+            raise  # the reader went away (`tracker runs list | head`): click ends quietly
         except OSError as e:
             raise click.ClickException(one_line(str(e))) from e
         except Exception as e:

@@ -98,7 +98,11 @@ def runs_show(store: Store, run: str, fmt: str) -> None:
     """Show everything RUN recorded: params, environment, model, epochs, stop reason, files.
 
     Each checkpoint is checked on disk (size and sha256) and marked ok, missing or modified.
-    CSV holds the per-epoch table. JSON keys: see the README ("JSON output").
+    CSV holds the per-epoch table. JSON: the run's keys as in `runs list` (with `epochs_done`
+    for the count), `epochs` ([{"epoch", "metrics", "lr"}]), `fit_params`, `environment`,
+    `model`, `references`, `stop` (reason, epoch and the EarlyStopping details: monitor,
+    patience, best, best_epoch, restored_epoch, ...), `summaries` and `checkpoints` (epoch,
+    path, sha256, size, monitor, value, is_best, state, ...).
 
     \b
     Example:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import click
 import pytest
@@ -17,6 +18,8 @@ from tracker import Store, open_store
 from tracker.cli.main import TrackerGroup, cli
 from tracker.errors import RunNotFound
 from tracker.queries import STATUSES
+from tracker.records import MetricPoint
+from tracker.schema import HEAD, KNOWN_REVISIONS
 
 from .cli_support import fails, ok_json, run
 from .helpers import seed_run, seed_three
@@ -123,15 +126,15 @@ def test_newer_schema_is_refused_in_one_line(db_url, store: Store):
 def test_out_of_date_postgresql_asks_for_db_upgrade(pg_url, monkeypatch):
     with open_store(pg_url) as s:
         seed_three(s)
-    # Pretend this tracker ships a second revision the database does not have yet.
-    monkeypatch.setattr("tracker.db.HEAD", "0002")
-    monkeypatch.setattr("tracker.db.KNOWN_REVISIONS", ("0001", "0002"))
-    monkeypatch.setattr("tracker.views.HEAD", "0002")
-    monkeypatch.setattr("tracker.views.KNOWN_REVISIONS", ("0001", "0002"))
+    # Pretend this tracker ships a newer revision than the one the database has.
+    newer = "9998"
+    for module in ("tracker.db", "tracker.views"):
+        monkeypatch.setattr(f"{module}.HEAD", newer)
+        monkeypatch.setattr(f"{module}.KNOWN_REVISIONS", (*KNOWN_REVISIONS, newer))
     err = fails(pg_url, "runs", "list")
-    assert "run `tracker db upgrade`" in err and "0001" in err
+    assert "run `tracker db upgrade`" in err and f"at revision {HEAD!r}" in err
     current = run(pg_url, "db", "current")
-    assert current.exit_code == 0 and "0001 (not head: head is 0002" in current.stdout
+    assert current.exit_code == 0 and f"{HEAD} (not head: head is {newer}" in current.stdout
     assert ok_json(pg_url, "db", "current")["is_head"] is False
 
 
@@ -174,6 +177,7 @@ def test_non_finite_values_are_strict_json_strings(db_url, store: Store):
 
 _PROBE = """
 import sys
+from datetime import datetime, timezone
 from tracker.cli.main import cli
 for args in sys.argv[2:]:
     try:
@@ -203,3 +207,22 @@ def test_query_commands_do_not_import_keras_alembic_or_matplotlib(db_url, store:
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert "run-a" in out.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
+    url = f"sqlite:///{tmp_path}/pipe.db"
+    with open_store(url) as s:
+        run_id = seed_run(s, {"loss": [1.0]}, name="chatty")
+        now = datetime.now(timezone.utc)
+        s.log_batch_metrics(run_id, [MetricPoint("loss", 0, i, 1.0, now) for i in range(30000)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracker.cli.main", "--db", url, "metrics", "chatty", "--batches"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.read(9) == b"Run chatt"
+    proc.stdout.close()  # like `| head -c 9`
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) in (0, 1)
+    assert err == ""

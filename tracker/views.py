@@ -1,8 +1,9 @@
 """What each CLI command shows, built from the store's records (no database access here).
 
-Every function returns an `output.View`: the JSON contract of the command (README, "JSON output"),
-the sections of its table output and the table its CSV holds. Epochs are numbered as Keras
-passes them to callbacks, from 0, everywhere: in tables, JSON, `--epoch` and `restore`.
+Every function returns an `output.View`: the JSON contract of the command (its keys are listed in
+the function's docstring and the command's help), the sections of its table output and the table
+its CSV holds. Epochs are numbered as Keras passes them to callbacks, from 0, everywhere: in
+tables, JSON, `--epoch` and `restore`.
 """
 
 from __future__ import annotations
