@@ -27,9 +27,21 @@ def runs() -> None:
     metavar="STATUS",
     help="Only runs in this state: running, finished, failed, interrupted or crashed.",
 )
-@click.option("--tag", "tags", multiple=True, metavar="K=V", callback=kv_pairs, help="Repeatable.")
 @click.option(
-    "--param", "params", multiple=True, metavar="K=V", callback=kv_pairs, help="Repeatable."
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="K=V",
+    callback=kv_pairs,
+    help="Only runs with this tag (repeatable: all must match).",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="K=V",
+    callback=kv_pairs,
+    help="Only runs with this param value, e.g. lr=0.001 (repeatable: all must match).",
 )
 @click.option(
     "--since",
