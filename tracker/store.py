@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import Connection, bindparam, delete, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,17 @@ from tracker.transfer import ImportResult, RunBundle
 from tracker.writes import utcnow
 
 DEFAULT_HEARTBEAT_S = 30.0
+# Built once: building statements costs more than SQLite's own work on the per-epoch path.
+_EPOCH_DONE = (
+    update(Run)
+    .where(Run.id == bindparam("rid"))
+    .values(
+        epochs_done=Run.epochs_done + 1,
+        last_epoch=bindparam("epoch"),
+        heartbeat_at=bindparam("now"),
+        heartbeat_deadline=bindparam("deadline"),
+    )
+)
 _LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
 
 
@@ -67,9 +78,8 @@ class Store:
             self.engine.dispose()
             raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = sessionmaker(
-            self.engine.execution_options(**{WRITE: True}), expire_on_commit=False
-        )
+        self._write_engine = self.engine.execution_options(**{WRITE: True})
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
 
     @property
     def masked_url(self) -> str:
@@ -100,6 +110,12 @@ class Store:
     def _write(self) -> Iterator[Session]:
         with self._write_sessions.begin() as s:
             yield s
+
+    @contextmanager
+    def _write_conn(self) -> Iterator[Connection]:
+        """A bare connection in a write transaction, for the per-epoch hot path (no ORM)."""
+        with self._write_engine.connect() as conn, conn.begin():
+            yield conn
 
     def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one write transaction, retrying when SQLite reports a lock held past the timeout."""
@@ -183,17 +199,16 @@ class Store:
         points.extend(batches)
 
         def tx() -> None:
-            with self._write() as s:
-                writes.insert_points(s, run_id, points)
-                result = s.execute(
-                    update(Run)
-                    .where(Run.id == run_id)
-                    .values(
-                        epochs_done=Run.epochs_done + 1,
-                        last_epoch=epoch,
-                        heartbeat_at=now,
-                        heartbeat_deadline=now + timedelta(seconds=2 * heartbeat_interval),
-                    )
+            with self._write_conn() as conn:
+                writes.insert_points(conn, run_id, points)
+                result = conn.execute(
+                    _EPOCH_DONE,
+                    {
+                        "rid": run_id,
+                        "epoch": epoch,
+                        "now": now,
+                        "deadline": now + timedelta(seconds=2 * heartbeat_interval),
+                    },
                 )
                 if result.rowcount == 0:
                     raise RunNotFound(f"no run with id {run_id!r}")
@@ -207,8 +222,8 @@ class Store:
             return 0
 
         def tx() -> None:
-            with self._write() as s:
-                writes.insert_points(s, run_id, rows)
+            with self._write_conn() as conn:
+                writes.insert_points(conn, run_id, rows)
 
         self._retrying(tx)
         return len(rows)

@@ -59,7 +59,8 @@ def import_run(s: Session, bundle: RunBundle, result: ImportResult) -> None:
         have = {(k, e, st) for k, e, st in s.execute(q)}
         result.runs_updated += 1
     new = [p for p in bundle.points if (p.key, p.epoch, p.step) not in have]
-    result.points += writes.insert_points(s, r.id, new)
+    s.flush()
+    result.points += writes.insert_points(s.connection(), r.id, new)
     new_epochs = {p.epoch for p in new if p.step is None}
     run = s.get(Run, r.id)
     assert run is not None

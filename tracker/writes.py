@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, and_, case, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -113,59 +112,100 @@ def point_rows(run_id: str, points: Iterable[MetricPoint]) -> list[dict[str, Any
     ]
 
 
-def insert_points(s: Session, run_id: str, points: Iterable[MetricPoint]) -> int:
-    """Insert metric points in bulk and fold the epoch-level ones into the run's summaries."""
+def insert_points(conn: Connection, run_id: str, points: Iterable[MetricPoint]) -> int:
+    """Insert metric points in bulk and fold the epoch-level ones into the run's summaries.
+
+    Plain Core statements on the transaction's connection: this is the per-epoch hot path of
+    every training run, so it costs two `executemany` calls and no ORM bookkeeping.
+    """
     points = list(points)
     if not points:
         return 0
-    s.execute(insert(Metric), point_rows(run_id, points))
-    by_key: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    conn.execute(_INSERT_METRICS, point_rows(run_id, points))
+    folded: dict[str, dict[str, Any]] = {}
     for p in points:
         if p.step is None:
-            by_key[p.key].append((p.epoch, p.value))
-    if by_key:
-        update_summaries(s, run_id, by_key)
+            folded[p.key] = _fold_point(folded.get(p.key), run_id, p.key, p.epoch, p.value)
+    if folded:
+        conn.execute(_summary_upsert(conn.dialect.name), list(folded.values()))
     return len(points)
 
 
-def update_summaries(
-    s: Session, run_id: str, by_key: Mapping[str, list[tuple[int, float]]]
-) -> None:
-    existing = {
-        m.key: m
-        for m in s.scalars(
-            select(MetricSummary).where(
-                MetricSummary.run_id == run_id, MetricSummary.key.in_(list(by_key))
-            )
-        )
-    }
-    for key, values in by_key.items():
-        summary = existing.get(key)
-        if summary is None:
-            epoch, value = values[0]
-            summary = MetricSummary(
-                run_id=run_id,
-                key=key,
-                count=0,
-                first_value=value,
-                first_epoch=epoch,
-                last_value=value,
-                last_epoch=epoch,
-            )
-            s.add(summary)
-        for epoch, value in values:
-            fold(summary, epoch, value)
+def _fold_point(
+    agg: dict[str, Any] | None, run_id: str, key: str, epoch: int, value: float
+) -> dict[str, Any]:
+    """Summary of the points of one key written together (the database merges it in)."""
+    finite = math.isfinite(value)
+    if agg is None:
+        return {
+            "run_id": run_id,
+            "key": key,
+            "count": 1,
+            "first_value": value,
+            "first_epoch": epoch,
+            "last_value": value,
+            "last_epoch": epoch,
+            "min_value": value if finite else None,
+            "min_epoch": epoch if finite else None,
+            "max_value": value if finite else None,
+            "max_epoch": epoch if finite else None,
+        }
+    agg["count"] += 1
+    if epoch <= agg["first_epoch"]:
+        agg["first_value"], agg["first_epoch"] = value, epoch
+    if epoch >= agg["last_epoch"]:
+        agg["last_value"], agg["last_epoch"] = value, epoch
+    if finite and (agg["min_value"] is None or value < agg["min_value"]):
+        agg["min_value"], agg["min_epoch"] = value, epoch
+    if finite and (agg["max_value"] is None or value > agg["max_value"]):
+        agg["max_value"], agg["max_epoch"] = value, epoch
+    return agg
 
 
-def fold(summary: MetricSummary, epoch: int, value: float) -> None:
-    summary.count += 1
-    if epoch <= summary.first_epoch:
-        summary.first_value, summary.first_epoch = value, epoch
-    if epoch >= summary.last_epoch:
-        summary.last_value, summary.last_epoch = value, epoch
-    if not math.isfinite(value):
-        return
-    if summary.min_value is None or value < summary.min_value:
-        summary.min_value, summary.min_epoch = value, epoch
-    if summary.max_value is None or value > summary.max_value:
-        summary.max_value, summary.max_epoch = value, epoch
+_INSERT_METRICS = insert(Metric.__table__)
+_UPSERTS: dict[str, Any] = {}
+
+
+def _summary_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE that merges a folded summary into the stored one.
+
+    Every SET expression reads the row as it was before the statement, in SQLite and in
+    PostgreSQL alike, so the CASEs below see the old first/last/min/max.
+    """
+    if dialect in _UPSERTS:
+        return _UPSERTS[dialect]
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    table = MetricSummary.__table__
+    stmt = dialect_insert(table)
+    new, old = stmt.excluded, table.c
+
+    def take(cond: Any, col: str) -> Any:
+        return case((cond, new[col]), else_=old[col])
+
+    first = new.first_epoch <= old.first_epoch
+    last = new.last_epoch >= old.last_epoch
+    lower = and_(
+        new.min_value.is_not(None), or_(old.min_value.is_(None), new.min_value < old.min_value)
+    )
+    higher = and_(
+        new.max_value.is_not(None), or_(old.max_value.is_(None), new.max_value > old.max_value)
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[old.run_id, old.key],
+        set_={
+            "count": old["count"] + new["count"],
+            "first_value": take(first, "first_value"),
+            "first_epoch": take(first, "first_epoch"),
+            "last_value": take(last, "last_value"),
+            "last_epoch": take(last, "last_epoch"),
+            "min_value": take(lower, "min_value"),
+            "min_epoch": take(lower, "min_epoch"),
+            "max_value": take(higher, "max_value"),
+            "max_epoch": take(higher, "max_epoch"),
+        },
+    )
+    _UPSERTS[dialect] = stmt
+    return stmt
