@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tracker.cli import analysis, db, restore, runs
+from tracker.cli import analysis, db, restore, runs, sync
 from tracker.cli.options import App
 from tracker.config import mask_url
 from tracker.errors import TrackerError
@@ -77,6 +77,7 @@ cli.add_command(analysis.compare)
 cli.add_command(analysis.metrics)
 cli.add_command(restore.restore)
 cli.add_command(db.db)
+cli.add_command(sync.sync)
 
 
 if __name__ == "__main__":

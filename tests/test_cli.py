@@ -39,6 +39,7 @@ COMMANDS = [
     ["db", "upgrade"],
     ["db", "current"],
     ["db", "downgrade"],
+    ["sync"],
 ]
 LEAVES = [c for c in COMMANDS if c and c not in (["runs"], ["db"])]
 
@@ -89,7 +90,7 @@ def test_default_database_is_tracker_db_in_working_directory(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["db", "current", "--format", "json"])
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["url"] == "sqlite:///tracker.db"
+    assert json.loads(result.stdout)["url"] == f"sqlite:///{tmp_path.resolve()}/tracker.db"
     assert (tmp_path / "tracker.db").is_file()
 
 

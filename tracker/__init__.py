@@ -1,7 +1,8 @@
 """tracker: record Keras training runs in SQLite or PostgreSQL and find the best one.
 
-`import tracker` stays light: the Keras parts (`TrackingCallback`, `restore_weights`) are loaded on
-first use, so query tools and the CLI never import TensorFlow.
+`import tracker` stays light: the store (SQLAlchemy) and the Keras parts (`TrackingCallback`,
+`restore_weights`) are loaded on first use, so `tracker --help` starts fast and query tools never
+import TensorFlow.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tracker.errors import TrackerError
-from tracker.store import Store, open_store
 
 __version__ = "0.1.0"
 __all__ = [
@@ -24,8 +24,14 @@ __all__ = [
 if TYPE_CHECKING:
     from tracker.callback import TrackingCallback
     from tracker.restore import restore_weights
+    from tracker.store import Store, open_store
 
-_LAZY = {"TrackingCallback": "tracker.callback", "restore_weights": "tracker.restore"}
+_LAZY = {
+    "Store": "tracker.store",
+    "open_store": "tracker.store",
+    "TrackingCallback": "tracker.callback",
+    "restore_weights": "tracker.restore",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,9 @@ _PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@]*:)(?P<pw>[^@]*)(?P<t
 def resolve_url(url: str | None = None) -> str:
     """The database URL to use, with a bare file path taken as a SQLite file."""
     url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
-    if "://" not in url:
+    if url == DEFAULT_URL:
+        url = f"sqlite:///{Path('tracker.db').resolve()}"  # absolute: messages say which file
+    elif "://" not in url:
         url = f"sqlite:///{Path(url).expanduser().resolve()}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         # psycopg 3 is the driver we ship in the `postgres` extra; SQLAlchemy's bare
