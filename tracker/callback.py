@@ -17,17 +17,16 @@ from typing import Any
 import keras
 
 from tracker import introspect
+from tracker.checkpointing import CheckpointKeeper
 from tracker.config import default_artifacts_dir, resolve_url
 from tracker.environment import collect_environment
 from tracker.fitguard import FitGuard, TerminatedBySignal, die_by_signal, find_fit
-from tracker.modes import MODES, infer_mode, is_improvement
+from tracker.modes import MODES
 from tracker.recorder import RunRecorder
 from tracker.records import MetricPoint, jsonable
 from tracker.store import DEFAULT_HEARTBEAT_S, Store
 from tracker.sync import default_spool_path
 from tracker.writes import utcnow
-
-OWN_SOURCE = "TrackingCallback"
 
 
 class TrackingCallback(keras.callbacks.Callback):
@@ -132,11 +131,8 @@ class TrackingCallback(keras.callbacks.Callback):
         self._logged_epoch: int | None = None
         self._batch: int | None = None
         self._batch_points: list[MetricPoint] = []
-        self._best: float | None = None
-        self._best_mode: str | None = None
-        self._monitor_key: str | None = None
+        self._checkpoints: CheckpointKeeper | None = None
         self._stopper: tuple[Any, int | None, int | None] | None = None
-        self._ck_best: dict[int, float] = {}
         self._warned_values = False
         self._fit_frame_locals: dict[str, Any] = {}
         self._others: list[Any] = []
@@ -174,6 +170,15 @@ class TrackingCallback(keras.callbacks.Callback):
         refs = introspect.references(others)
         if refs:
             self._recorder.call("update_run", self.run_id, references=refs)
+        self._checkpoints = CheckpointKeeper(
+            self._recorder,
+            self.run_id,
+            self._artifacts_base() / self.run_id / "best.weights.h5",
+            monitor=self.monitor,
+            mode=self.mode,
+            min_delta=self.min_delta,
+            keep_best=self.save_best_weights,
+        )
         if cb_list is not None:
             self._install_guard(cb_list, fit_frame)
         self._recorder.start_heartbeat(
@@ -182,6 +187,12 @@ class TrackingCallback(keras.callbacks.Callback):
             alive=self._guard.fit_alive if self._guard else None,
             on_dead=self._on_fit_vanished,
         )
+
+    def _artifacts_base(self) -> Path:
+        base = self.artifacts_dir
+        if base is None:
+            base = default_artifacts_dir(self._store.url if self._store else resolve_url(self.db))
+        return Path(base).expanduser().resolve()
 
     def _resume(self, create: dict[str, Any]) -> Any:
         """Reopen the run named by `resume`; None (a new run is made) when that fails."""
@@ -220,9 +231,9 @@ class TrackingCallback(keras.callbacks.Callback):
         recorder = self._recorder
         guard.busy = lambda: bool(recorder and recorder.busy)
         guard.install(self.model, cb_list, fit_frame, own=self)
-        for cb in cb_list.callbacks:
-            if isinstance(cb, keras.callbacks.ModelCheckpoint):
-                guard.patch_method(cb, "_save_model", self._checkpoint_watcher(cb))
+        for cb in introspect.find(self._others, "ModelCheckpoint"):
+            if self._checkpoints is not None:
+                guard.patch_method(cb, "_save_model", self._checkpoints.watcher(cb))
         guard.install_signals()
         self._guard = guard
 
@@ -275,8 +286,8 @@ class TrackingCallback(keras.callbacks.Callback):
             heartbeat_interval=self.heartbeat_interval,
         )
         self._logged_epoch = epoch
-        if self.save_best_weights:
-            self._maybe_save_best(epoch, values)
+        if self._checkpoints is not None:
+            self._checkpoints.after_epoch(self.model, epoch, values, self._others)
         if self._guard is not None:
             self._guard.raise_pending_signal()
 
@@ -295,142 +306,11 @@ class TrackingCallback(keras.callbacks.Callback):
                     )
         return out
 
-    def _pick_monitor(self, values: dict[str, float]) -> str | None:
-        if self.monitor:
-            return self.monitor
-        es = introspect.early_stopping(self._others)
-        if es is not None:
-            return es.monitor
-        return "val_loss" if "val_loss" in values else "loss" if "loss" in values else None
-
-    def _maybe_save_best(self, epoch: int, values: dict[str, float]) -> None:
-        if self._monitor_key is None:
-            self._monitor_key = self._pick_monitor(values)
-            mode = self.mode if self.mode != "auto" else infer_mode(self._monitor_key or "")
-            if mode is None:
-                warnings.warn(
-                    f"tracker cannot tell whether {self._monitor_key!r} is better high "
-                    "or low; pass mode='min' or mode='max' to keep best weights",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                self.save_best_weights = False
-                return
-            self._best_mode = mode
-        key = self._monitor_key
-        if key not in values:
-            warnings.warn(
-                f"tracker: best weights monitor {key!r} is not in the logs; available: "
-                f"{', '.join(sorted(values))}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return
-        current = values[key]
-        if not is_improvement(current, self._best, self._best_mode or "min", self.min_delta):
-            return
-        self._best = current
-        path = self._best_weights_path()
-        tmp = path.with_name(".saving.weights.h5")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, path)
-        except OSError as e:
-            warnings.warn(
-                f"tracker could not save best weights to {path}: {e}", RuntimeWarning, stacklevel=3
-            )
-            return
-        self._record_checkpoint(path, "weights", OWN_SOURCE, epoch, None, key, current, True)
-
-    def _best_weights_path(self) -> Path:
-        base = self.artifacts_dir
-        if base is None:
-            url = self._store.url if self._store is not None else resolve_url(self.db)
-            base = default_artifacts_dir(url)
-        return Path(base).expanduser().resolve() / str(self.run_id) / "best.weights.h5"
-
-    def _record_checkpoint(
-        self,
-        path: Path,
-        kind: str,
-        source: str,
-        epoch: int | None,
-        batch: int | None,
-        monitor: str | None,
-        value: float | None,
-        is_best: bool,
-    ) -> None:
-        from tracker.checkpoints import file_digest
-
-        try:
-            size, sha = file_digest(path)
-        except OSError:
-            return
-        assert self._recorder is not None
-        self._recorder.call(
-            "add_checkpoint",
-            self.run_id,
-            path=str(path),
-            kind=kind,
-            source=source,
-            size=size,
-            sha256=sha,
-            epoch=epoch,
-            batch=batch,
-            monitor=monitor,
-            value=value,
-            is_best=is_best,
-        )
-
-    def _checkpoint_watcher(self, cb: Any) -> Any:
-        def factory(save_model: Any) -> Any:
-            def wrapper(epoch: int, batch: int | None, logs: dict[str, Any] | None) -> Any:
-                try:
-                    path = Path(cb._get_file_path(epoch, batch, logs or {})).resolve()
-                    before = _stat(path)
-                except Exception:  # noqa: BLE001 - Keras reports its own formatting errors
-                    return save_model(epoch, batch, logs)
-                result = save_model(epoch, batch, logs)
-                after = _stat(path)
-                if after is not None and after != before and self._active:
-                    self._on_checkpoint_saved(cb, path, epoch, batch, logs or {})
-                return result
-
-            return wrapper
-
-        return factory
-
-    def _on_checkpoint_saved(
-        self, cb: Any, path: Path, epoch: int, batch: int | None, logs: dict[str, Any]
-    ) -> None:
-        value = logs.get(cb.monitor)
-        value = float(value) if value is not None else None
-        if cb.save_best_only:
-            is_best = value is not None
-        else:
-            mode = introspect.monitor_mode(cb)
-            prev = self._ck_best.get(id(cb))
-            is_best = value is not None and is_improvement(value, prev, mode)
-            if is_best:
-                self._ck_best[id(cb)] = value  # type: ignore[assignment]
-        kind = "weights" if cb.save_weights_only else "model"
-        self._record_checkpoint(
-            path,
-            kind,
-            type(cb).__name__,
-            epoch,
-            batch,
-            cb.monitor if value is not None else None,
-            value,
-            is_best,
-        )
-
     # -- how the run ends -----------------------------------------------------------------------
 
     def _on_stop_training(self, cb: Any, args: tuple[Any, ...]) -> None:
         if self._stopper is None:
-            batch = args[0] if args and isinstance(cb, keras.callbacks.TerminateOnNaN) else None
+            batch = args[0] if args and introspect.is_a(cb, "TerminateOnNaN") else None
             self._stopper = (cb, self._epoch, batch)
 
     def _after_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -476,6 +356,8 @@ class TrackingCallback(keras.callbacks.Callback):
         if not self._active or self._recorder is None:
             return
         self._active = False
+        if self._checkpoints is not None:
+            self._checkpoints.active = False
         recorder = self._recorder
         recorder.stop_heartbeat()
         if self._batch_points and self._epoch is not None:
@@ -513,11 +395,3 @@ class TrackingCallback(keras.callbacks.Callback):
         rec = getattr(self, "_recorder", None)
         if rec is not None:
             rec.stop_heartbeat()
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size

@@ -1,0 +1,177 @@
+"""Checkpoints written during a run: the callback's own best-weights copy, and every file that
+ModelCheckpoint writes, each recorded with its size and sha256 as written.
+
+Duck-typed like `introspect` (no Keras import): a model only needs `save_weights`, a
+ModelCheckpoint its `_save_model`, `_get_file_path`, `monitor` and `save_*` attributes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tracker import introspect
+from tracker.checkpoints import OWN_SOURCE, file_digest
+from tracker.modes import infer_mode, is_improvement
+from tracker.recorder import RunRecorder
+
+
+class CheckpointKeeper:
+    """Keeps and records the checkpoints of one run."""
+
+    def __init__(
+        self,
+        recorder: RunRecorder,
+        run_id: str,
+        best_path: Path,
+        *,
+        monitor: str | None,
+        mode: str,
+        min_delta: float,
+        keep_best: bool,
+    ) -> None:
+        self._recorder = recorder
+        self._run_id = run_id
+        self.best_path = best_path
+        self._monitor = monitor
+        self._mode = mode
+        self._min_delta = min_delta
+        self._keep_best = keep_best
+        self._best: float | None = None
+        self._best_mode: str | None = None
+        self._resolved = False
+        self._watched_best: dict[int, float] = {}
+        self.active = True
+
+    # -- the callback's own best weights --------------------------------------------------------
+
+    def after_epoch(self, model: Any, epoch: int, values: dict[str, float], others: list) -> None:
+        if not self._keep_best or not self._resolve(values, others):
+            return
+        key = self._monitor
+        if key not in values:
+            warnings.warn(
+                f"tracker: best weights monitor {key!r} is not in the logs; available: "
+                f"{', '.join(sorted(values))}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        current = values[key]
+        if not is_improvement(current, self._best, self._best_mode or "min", self._min_delta):
+            return
+        self._best = current
+        path = self.best_path
+        tmp = path.with_name(".saving.weights.h5")  # never a half-written best file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(tmp, overwrite=True)
+            os.replace(tmp, path)
+        except OSError as e:
+            warnings.warn(
+                f"tracker could not save best weights to {path}: {e}", RuntimeWarning, stacklevel=4
+            )
+            return
+        self.record(path, "weights", OWN_SOURCE, epoch, None, key, current, True)
+
+    def _resolve(self, values: dict[str, float], others: list) -> bool:
+        """Pick the monitor on the first epoch: ours, else EarlyStopping's, else val_loss/loss."""
+        if self._resolved:
+            return self._best_mode is not None
+        self._resolved = True
+        if self._monitor is None:
+            es = introspect.early_stopping(others)
+            self._monitor = (
+                es.monitor
+                if es is not None
+                else ("val_loss" if "val_loss" in values else "loss" if "loss" in values else None)
+            )
+        mode = self._mode if self._mode != "auto" else infer_mode(self._monitor or "")
+        if mode is None:
+            warnings.warn(
+                f"tracker cannot tell whether {self._monitor!r} is better high or low; pass "
+                "mode='min' or mode='max' to keep best weights",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        self._best_mode = mode
+        return mode is not None
+
+    # -- ModelCheckpoint ------------------------------------------------------------------------
+
+    def watcher(self, cb: Any) -> Callable[[Any], Any]:
+        """A wrapper factory for `cb._save_model` that records each file it really wrote."""
+
+        def factory(save_model: Any) -> Any:
+            def wrapper(epoch: int, batch: int | None, logs: dict[str, Any] | None) -> Any:
+                try:
+                    path = Path(cb._get_file_path(epoch, batch, logs or {})).resolve()
+                    before = _stat(path)
+                except Exception:  # noqa: BLE001 - Keras reports its own formatting errors
+                    return save_model(epoch, batch, logs)
+                result = save_model(epoch, batch, logs)
+                after = _stat(path)
+                if after is not None and after != before and self.active:
+                    self._saved(cb, path, epoch, batch, logs or {})
+                return result
+
+            return wrapper
+
+        return factory
+
+    def _saved(
+        self, cb: Any, path: Path, epoch: int, batch: int | None, logs: dict[str, Any]
+    ) -> None:
+        value = logs.get(cb.monitor)
+        value = float(value) if value is not None else None
+        if cb.save_best_only:
+            is_best = value is not None
+        else:
+            prev = self._watched_best.get(id(cb))
+            is_best = value is not None and is_improvement(value, prev, introspect.monitor_mode(cb))
+            if is_best:
+                self._watched_best[id(cb)] = value  # type: ignore[assignment]
+        kind = "weights" if cb.save_weights_only else "model"
+        monitor = cb.monitor if value is not None else None
+        self.record(path, kind, type(cb).__name__, epoch, batch, monitor, value, is_best)
+
+    def record(
+        self,
+        path: Path,
+        kind: str,
+        source: str,
+        epoch: int | None,
+        batch: int | None,
+        monitor: str | None,
+        value: float | None,
+        is_best: bool,
+    ) -> None:
+        try:
+            size, sha = file_digest(path)
+        except OSError:
+            return
+        self._recorder.call(
+            "add_checkpoint",
+            self._run_id,
+            path=str(path),
+            kind=kind,
+            source=source,
+            size=size,
+            sha256=sha,
+            epoch=epoch,
+            batch=batch,
+            monitor=monitor,
+            value=value,
+            is_best=is_best,
+        )
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
