@@ -368,3 +368,14 @@ def test_tag_errors(db_url, store: Store):
     )
     assert "Missing argument" in fails(db_url, "runs", "tag", "run-a", code=2)
     assert "no run matches 'ghost'" in fails(db_url, "runs", "tag", "ghost", "a=b")
+
+
+def test_show_says_overwritten_when_a_later_save_replaced_the_file(db_url, store, tmp_path):
+    run_id = seed_run(store, {"val_loss": [0.5, 0.4]})
+    path = tmp_path / "best.weights.h5"
+    checkpoint_file(store, run_id, path, b"epoch 0", epoch=0, is_best=True)
+    checkpoint_file(store, run_id, path, b"epoch 1!", epoch=1, is_best=True)
+    shown = ok_json(db_url, "runs", "show", run_id)
+    assert [c["state"] for c in shown["checkpoints"]] == ["modified", "ok"]
+    table = run(db_url, "runs", "show", run_id).stdout
+    assert "overwritten (epoch 1)" in table

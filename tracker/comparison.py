@@ -21,8 +21,9 @@ _MISSING = object()
 
 
 def default_metrics(details: list[RunDetail]) -> list[str]:
-    """Every epoch metric any of the runs recorded, except the learning rate."""
-    return sorted({k for d in details for k in d.summaries} - {LR_KEY})
+    """Every epoch metric any of the runs recorded, except the learning rate and the epoch's
+    wall time (machine noise, not a result; both can still be asked for with --metric)."""
+    return sorted({k for d in details for k in d.summaries} - {LR_KEY, "epoch_time_s"})
 
 
 def compare(

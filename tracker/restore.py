@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from tracker import checkpoints
@@ -54,7 +55,11 @@ def restore_weights(
         if own:
             store.close()
     try:
-        model.load_weights(ck.path)
+        with warnings.catch_warnings():
+            # A full .keras file also holds optimizer state, which a freshly compiled model
+            # has not built yet; Keras says so, and the weights load all the same.
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer")
+            model.load_weights(ck.path)
     except (ValueError, OSError) as e:
         raise CheckpointError(f"could not load {ck.path} into {type(model).__name__}: {e}") from e
     return ck

@@ -199,11 +199,32 @@ def stop(run: RunRecord) -> dict[str, Any]:
 def _checkpoint_table(cks: list[CheckpointRecord], states: list[str]) -> Table:
     columns = ["epoch", "state", "kind", "source", "monitor", "value", "best", "size", "sha256"]
     rows = [
-        [c.epoch, st, c.kind, c.source, c.monitor, c.value, c.is_best, c.size, c.sha256[:12]]
+        [
+            c.epoch,
+            _state_label(c, st, cks, states),
+            c.kind,
+            c.source,
+            c.monitor,
+            c.value,
+            c.is_best,
+            c.size,
+            c.sha256[:12],
+        ]
         for c, st in zip(cks, states, strict=True)
     ]
     paths = [[*r, c.path] for r, c in zip(rows, cks, strict=True)]
     return Table([*columns, "path"], paths, "Checkpoints")
+
+
+def _state_label(
+    ck: CheckpointRecord, state: str, cks: list[CheckpointRecord], states: list[str]
+) -> str:
+    """`modified` reads like corruption when a later save of the same run simply overwrote the
+    file (a fixed ModelCheckpoint path, the callback's best copy): say so in the table."""
+    if state != "modified":
+        return state
+    later = [c for c, st in zip(cks, states, strict=True) if c.path == ck.path and c.id > ck.id]
+    return f"overwritten (epoch {later[-1].epoch})" if later else state
 
 
 def _references_table(refs: list[dict[str, Any]]) -> Table:
