@@ -44,19 +44,23 @@ class Cluster:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
 
+    PASSWORD = "tracker-test-pw"
+
     def start(self) -> str:
+        """Start the cluster; TCP clients need the password (so wrong ones can be tested)."""
         if self._as_root:
             shutil.chown(self.dir, "postgres", "postgres")
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.PASSWORD)
+        if self._as_root:
+            shutil.chown(pwfile, "postgres", "postgres")
+        initdb = [_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8"]
         self._run(
-            _bin("initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
+            *initdb,
+            "--pwfile",
+            str(pwfile),
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
             "--no-sync",
         )
         opts = (
@@ -74,7 +78,7 @@ class Cluster:
             opts,
             "start",
         )
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres:{self.PASSWORD}@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, RuntimeError):

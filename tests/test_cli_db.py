@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from tracker import Store
@@ -42,10 +43,20 @@ def test_current_csv(db_url):
 
 
 def test_url_password_is_masked(pg_url):
-    with_password = pg_url.replace("postgres@", "postgres:hunter2@", 1)
-    out = run(with_password, "db", "current", "--format", "json")
+    password = pg_url.split("postgres:", 1)[1].split("@", 1)[0]
+    out = run(pg_url, "db", "current", "--format", "json")
     assert out.exit_code == 0, out.stderr
-    assert "hunter2" not in out.stdout and "postgres:***@" in out.stdout
+    assert password not in out.stdout and "postgres:***@" in out.stdout
+
+
+@pytest.mark.parametrize("command", [["runs", "list"], ["db", "current"], ["db", "upgrade"]])
+def test_wrong_password_is_one_line_and_never_echoed(pg_url, command):
+    """The test server really checks passwords (scram-sha-256 over TCP)."""
+    password = pg_url.split("postgres:", 1)[1].split("@", 1)[0]
+    wrong = pg_url.replace(f"postgres:{password}@", "postgres:Wr0ng-s3cret@", 1)
+    err = fails(wrong, *command)
+    assert "password authentication failed" in err
+    assert "Wr0ng-s3cret" not in err and password not in err
 
 
 def test_downgrade_needs_confirmation(db_url, store: Store):
