@@ -3,10 +3,11 @@ confirmation of destructive commands."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -79,6 +80,17 @@ def emit(view: View, fmt: str) -> None:
     text = render(view, fmt)
     if text:
         click.echo(text)
+
+
+@contextlib.contextmanager
+def progress_bar(length: int, label: str, *, min_length: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work on a terminal; silent otherwise (and for small
+    jobs, which finish before a bar would be read)."""
+    if length < min_length or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
 
 
 def confirm(question: str, yes: bool) -> None:

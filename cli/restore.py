@@ -9,7 +9,7 @@ import click
 
 from tracker import views
 from tracker.checkpoints import copy_verified
-from tracker.cli.options import pass_store
+from tracker.cli.options import pass_store, progress_bar
 
 if TYPE_CHECKING:
     from tracker.store import Store
@@ -52,5 +52,6 @@ def restore(
         raise click.UsageError("--epoch cannot be combined with --best or --metric")
     detail = store.run_detail(run, history=False)
     ck = views.choose_for_target(detail, to, epoch=epoch, metric=metric)
-    written = copy_verified(ck, to, force=force)
+    with progress_bar(ck.size, f"Copying {Path(ck.path).name}", min_length=64 << 20) as advance:
+        written = copy_verified(ck, to, force=force, progress=advance)
     click.echo(views.restored(detail.run, ck, written))

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 import click
 
 from tracker import views
-from tracker.cli.options import confirm, emit, format_option, kv_pairs, pass_store, since_option
+from tracker.cli.options import (
+    confirm,
+    emit,
+    format_option,
+    kv_pairs,
+    pass_store,
+    progress_bar,
+    since_option,
+)
 from tracker.modes import MODES
 
 if TYPE_CHECKING:
@@ -140,7 +148,8 @@ def runs_delete(store: Store, refs: tuple[str, ...], yes: bool) -> None:
     """
     found = store.get_runs(refs)
     confirm(f"Delete {views.run_names(found)}?", yes)
-    deleted = store.delete_runs([r.id for r in found])
+    with progress_bar(len(found), "Deleting runs", min_length=200) as advance:
+        deleted = store.delete_runs([r.id for r in found], progress=advance)
     click.echo(f"Deleted {deleted} run{'s' if deleted != 1 else ''}.")
 
 

@@ -209,3 +209,37 @@ def test_store_reopens_existing_database(db_url):
         run_id = seed_run(s, {"loss": [1.0]})
     with open_store(db_url) as s:
         assert s.get_run(run_id).epochs_done == 1
+
+
+def test_delete_runs_reports_progress_per_chunk(store: Store):
+    ids = [store.create_run(name=f"r{i}").id for i in range(150)]
+    seen: list[int] = []
+    assert store.delete_runs(ids, progress=seen.append) == 150
+    assert seen == [100, 50] and store.list_runs() == []
+
+
+def test_copy_verified_hashes_while_copying(store: Store, tmp_path):
+    from tracker.checkpoints import copy_verified, file_digest
+    from tracker.errors import CheckpointError
+
+    run_id = seed_run(store, {"loss": [1.0]})
+    src = tmp_path / "m.weights.h5"
+    src.write_bytes(b"x" * 3_000_000)
+    size, sha = file_digest(src)
+    ck = store.add_checkpoint(
+        run_id,
+        path=str(src),
+        kind="weights",
+        source="ModelCheckpoint",
+        size=size,
+        sha256=sha,
+        epoch=0,
+    )
+    seen: list[int] = []
+    out = copy_verified(ck, tmp_path / "out.weights.h5", progress=seen.append)
+    assert out.read_bytes() == src.read_bytes() and sum(seen) == size and len(seen) == 3
+    src.write_bytes(b"y" * 3_000_000)  # same size, other bytes
+    with pytest.raises(CheckpointError, match="changed"):
+        copy_verified(ck, tmp_path / "again.weights.h5")
+    assert not (tmp_path / "again.weights.h5").exists()
+    assert not list(tmp_path.glob(".*partial"))

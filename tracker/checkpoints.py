@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from tracker.errors import CheckpointError, TrackerError
@@ -19,6 +19,7 @@ from tracker.records import CheckpointRecord, RunRecord, SummaryRecord
 OK, MISSING, MODIFIED = "ok", "missing", "modified"
 OWN_SOURCE = "TrackingCallback"  # the callback's own best-weights copy
 SUFFIX = {"model": ".keras", "weights": ".weights.h5"}
+_CHUNK = 1 << 20
 
 
 def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
@@ -139,18 +140,37 @@ def check_target(ck: CheckpointRecord, to: Path, *, force: bool = False) -> None
         raise CheckpointError(f"{to} already exists; pass --force to overwrite it")
 
 
-def copy_verified(ck: CheckpointRecord, to: Path, *, force: bool = False) -> Path:
-    """Copy the checkpoint to `to` and check the copy's hash, so a half-written copy is never
-    left behind under the target name."""
+def copy_verified(
+    ck: CheckpointRecord,
+    to: Path,
+    *,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Copy the checkpoint to `to`, hashing the bytes as they are copied.
+
+    The copy is written under a temporary name and only renamed to `to` once its size and
+    sha256 match the record, so a file changed since the run (or during the copy) is refused
+    and no half-written copy is ever left under the target name. `progress` receives the
+    number of bytes copied by each chunk.
+    """
     to = to.expanduser().resolve()
     check_target(ck, to, force=force)
-    st = state(ck)
-    if st != OK:
-        raise CheckpointError("refusing to restore: " + _reason(ck, st))
+    if not Path(ck.path).is_file():
+        raise CheckpointError("refusing to restore: " + _reason(ck, MISSING))
     tmp = to.with_name(f".{to.name}.partial")
-    shutil.copyfile(ck.path, tmp)
-    if file_digest(tmp) != (ck.size, ck.sha256):
+    h, size = hashlib.sha256(), 0
+    try:
+        with open(ck.path, "rb") as src, open(tmp, "wb") as dst:
+            for block in iter(lambda: src.read(_CHUNK), b""):
+                dst.write(block)
+                h.update(block)
+                size += len(block)
+                if progress is not None:
+                    progress(len(block))
+        if (size, h.hexdigest()) != (ck.size, ck.sha256):
+            raise CheckpointError("refusing to restore: " + _reason(ck, MODIFIED))
+        os.replace(tmp, to)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"checkpoint {ck.path} changed while it was being copied")
-    os.replace(tmp, to)
     return to
