@@ -376,3 +376,14 @@ def test_resume_appends_to_the_same_run(store, tmp_path):
     assert [p.epoch for p in store.metric_history(run.id, ["loss"])] == [0, 1, 2, 3]
     fit(m, [again], epochs=1)  # resume applies to one fit: the next one is a new run
     assert again.run_id != first.run_id
+
+
+def test_tensorboard_and_csv_logger_are_recorded_as_references(store, tmp_path):
+    tb = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb"))
+    csv_log = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+    cb = _cb(store, tmp_path)
+    fit(model(), [tb, csv_log, cb], epochs=1)
+    refs = store.get_run(cb.run_id).references
+    assert {"kind": "tensorboard", "path": str(tmp_path / "tb")} in refs
+    assert {"kind": "csv_logger", "path": str(tmp_path / "log.csv")} in refs
+    assert (tmp_path / "log.csv").is_file()
