@@ -11,6 +11,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -288,18 +289,7 @@ def _raise_no_metric(s: Session, metric: str, experiment: str | None) -> None:
 
 
 def _summary_record(m: MetricSummary) -> SummaryRecord:
-    return SummaryRecord(
-        key=m.key,
-        count=m.count,
-        first_value=m.first_value,
-        first_epoch=m.first_epoch,
-        last_value=m.last_value,
-        last_epoch=m.last_epoch,
-        min_value=m.min_value,
-        min_epoch=m.min_epoch,
-        max_value=m.max_value,
-        max_epoch=m.max_epoch,
-    )
+    return SummaryRecord(**{f.name: getattr(m, f.name) for f in fields(SummaryRecord)})
 
 
 def _summaries_for(s: Session, run_ids: list[str], key: str) -> dict[str, SummaryRecord]:
@@ -338,21 +328,7 @@ def metric_keys(s: Session, run_id: str | None) -> list[str]:
 
 
 def checkpoint_record(c: Checkpoint) -> CheckpointRecord:
-    return CheckpointRecord(
-        id=c.id,
-        run_id=c.run_id,
-        epoch=c.epoch,
-        batch=c.batch,
-        path=c.path,
-        kind=c.kind,
-        source=c.source,
-        monitor=c.monitor,
-        value=c.value,
-        is_best=c.is_best,
-        size=c.size,
-        sha256=c.sha256,
-        created_at=c.created_at,
-    )
+    return CheckpointRecord(**{f.name: getattr(c, f.name) for f in fields(CheckpointRecord)})
 
 
 def checkpoints(s: Session, run_id: str) -> list[CheckpointRecord]:

@@ -8,7 +8,7 @@ in one transaction: it lands whole or not at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -117,21 +117,7 @@ def _import_checkpoints(s: Session, run_id: str, cks: list[CheckpointRecord]) ->
     for c in cks:
         if (c.epoch, c.batch, c.path, c.sha256) in have:
             continue
-        s.add(
-            Checkpoint(
-                run_id=run_id,
-                epoch=c.epoch,
-                batch=c.batch,
-                path=c.path,
-                kind=c.kind,
-                source=c.source,
-                monitor=c.monitor,
-                value=c.value,
-                is_best=c.is_best,
-                size=c.size,
-                sha256=c.sha256,
-                created_at=c.created_at,
-            )
-        )
+        copied = {f.name: getattr(c, f.name) for f in fields(CheckpointRecord)}
+        s.add(Checkpoint(**{**copied, "id": None, "run_id": run_id}))
         added += 1
     return added
