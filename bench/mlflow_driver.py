@@ -1,0 +1,192 @@
+"""The MLflow side of the benchmarks, run by the python of MLflow's own virtualenv.
+
+    bench/.venv-mlflow/bin/python bench/mlflow_driver.py COMMAND --uri URI [options]
+
+Prints one line `BENCH_JSON {...}` with the timings (seconds) on stdout; everything else it or
+MLflow prints is noise for the caller. The tracker side never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any
+
+from common import EPOCH_KEYS, RUN_KEYS, epoch_logs, loadavg, summarize, synth_runs
+
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")  # log_metrics's default: blocking
+warnings.filterwarnings("ignore")
+logging.getLogger("mlflow").setLevel(logging.ERROR)
+logging.getLogger("alembic").setLevel(logging.ERROR)
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+
+EXPERIMENT = "bench"
+
+
+def _experiment_id(client: MlflowClient) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+
+
+def epoch_write(a: argparse.Namespace) -> dict[str, Any]:
+    """`mlflow.log_metrics(dict, step=e)` of 6 metrics, one run of `epochs` epochs per rep."""
+    mlflow.set_tracking_uri(a.uri)
+    mlflow.set_experiment(EXPERIMENT)  # creates the database outside the timings
+    reps = []
+    for _ in range(a.reps):
+        samples = []
+        with mlflow.start_run():
+            for e in range(a.epochs):
+                logs = epoch_logs(e, EPOCH_KEYS)
+                t0 = time.perf_counter()
+                mlflow.log_metrics(logs, step=e)
+                samples.append(time.perf_counter() - t0)
+        reps.append(summarize(samples))
+    return {"reps": reps}
+
+
+def fit(a: argparse.Namespace) -> dict[str, Any]:
+    """`model.fit` without tracking, with MlflowCallback per epoch, and per batch."""
+    import fitmodel
+
+    mlflow.set_tracking_uri(a.uri)
+    mlflow.set_experiment(EXPERIMENT)
+    data = fitmodel.make_data(a.samples)
+    model = fitmodel.make_model()
+
+    def run(callbacks: list[Any] | None) -> float:
+        if callbacks is None:
+            return fitmodel.fit_once(model, data, a.batch, a.epochs, [])
+        t0 = time.perf_counter()
+        with mlflow.start_run():  # ending the run flushes the callback's queued metrics
+            fitmodel.fit_once(model, data, a.batch, a.epochs, callbacks)
+        return time.perf_counter() - t0
+
+    MlflowCallback = mlflow.keras.MlflowCallback
+    variants = {
+        "none": lambda: run(None),
+        "mlflow_callback_epoch": lambda: run([MlflowCallback()]),
+        "mlflow_callback_batch": lambda: run(
+            [MlflowCallback(log_every_epoch=False, log_every_n_steps=1)]
+        ),
+    }
+    times = fitmodel.alternate(variants, a.reps)
+    return {"times": times, "callback": "mlflow.keras.MlflowCallback"}
+
+
+def ingest(a: argparse.Namespace) -> dict[str, Any]:
+    """Whole runs through `MlflowClient`: create_run, one log_batch, set_terminated."""
+    client = MlflowClient(a.uri)
+    exp_id = _experiment_id(client)
+    runs = list(synth_runs(a.start, a.runs, a.epochs))
+    rows = 0
+    t0 = time.perf_counter()
+    for r in runs:
+        run = client.create_run(exp_id, start_time=int(r.started * 1000), run_name=r.name)
+        rid = run.info.run_id
+        metrics = [Metric(k, v, int(t * 1000), e) for k, e, v, t in r.rows]
+        params = [Param(k, str(v)) for k, v in r.params.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+            client.log_batch(rid, metrics=metrics[i : i + 1000], params=params if i == 0 else [])
+        client.set_terminated(rid, end_time=int(r.ended * 1000))
+        rows += len(metrics)
+    seconds = time.perf_counter() - t0
+    return {"runs": a.runs, "rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+
+
+QUERY_SCRIPT = """
+import sys
+from mlflow import MlflowClient
+c = MlflowClient(sys.argv[1])
+e = c.get_experiment_by_name("bench").experiment_id
+if sys.argv[2] == "best":
+    r = c.search_runs([e], order_by=["metrics.val_loss ASC"], max_results=1)
+else:
+    r = c.search_runs([e], order_by=["attributes.start_time DESC"], max_results=50)
+print(len(r))
+"""
+
+
+def queries(a: argparse.Namespace) -> dict[str, Any]:
+    """In-process queries on a populated store, then whole processes doing the same."""
+    client = MlflowClient(a.uri)
+    exp_id = _experiment_id(client)
+    newest = client.search_runs([exp_id], order_by=["attributes.start_time DESC"], max_results=1)
+    run_id = newest[0].info.run_id
+
+    def best() -> Any:
+        return client.search_runs([exp_id], order_by=["metrics.val_loss ASC"], max_results=1)
+
+    def history() -> Any:
+        return [client.get_metric_history(run_id, k) for k in RUN_KEYS]
+
+    def list50() -> Any:
+        return client.search_runs([exp_id], order_by=["attributes.start_time DESC"], max_results=50)
+
+    out: dict[str, Any] = {}
+    for name, fn in (("best", best), ("history", history), ("list50", list50)):
+        fn()  # warm: compiled statements, connection pool
+        samples = []
+        for _ in range(a.reps):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        out[name] = summarize(samples)
+    out["process"] = _process_timings(a)
+    return out
+
+
+def _process_timings(a: argparse.Namespace) -> dict[str, Any]:
+    mlflow_cli = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    commands = {
+        "help": [mlflow_cli, "--help"],
+        "best": [sys.executable, "-c", QUERY_SCRIPT, a.uri, "best"],
+        "list50": [sys.executable, "-c", QUERY_SCRIPT, a.uri, "list50"],
+    }
+    out = {}
+    for name, cmd in commands.items():
+        subprocess.run(cmd, check=True, capture_output=True)  # warm the page cache
+        samples = []
+        for _ in range(a.process_reps):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            samples.append(time.perf_counter() - t0)
+        out[name] = summarize(samples)
+    return out
+
+
+def versions(a: argparse.Namespace) -> dict[str, Any]:
+    import sqlalchemy
+
+    return {"mlflow": mlflow.__version__, "sqlalchemy": sqlalchemy.__version__}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("command", choices=["epoch_write", "fit", "ingest", "queries", "versions"])
+    p.add_argument("--uri", default="")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--process-reps", type=int, default=5)
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--start", type=int, default=0)
+    a = p.parse_args()
+    before = loadavg()
+    result = globals()[a.command](a)
+    result["loadavg"] = {"before": before, "after": loadavg()}
+    print("BENCH_JSON " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

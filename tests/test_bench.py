@@ -1,0 +1,60 @@
+"""The benchmarks (bench/run.py) run at the tiny size. No timing is asserted here: the figures
+live in bench/RESULTS.md, measured by a full run, and MLflow is not needed (--skip-mlflow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ["epoch_write", "fit_overhead", "ingest", "queries", "growth"]
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", "--size", "tiny", "--skip-mlflow", "--out", str(out)]
+        + list(args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "latest.json").read_text())
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_runs_at_tiny_size(tmp_path, name):
+    results = run_bench(tmp_path, "--only", name)
+
+    assert list(results["benchmarks"]) == [name]
+    result = results["benchmarks"][name]["sqlite"]
+    assert "mlflow" not in result
+    assert len(result["loadavg"]["before"]) == 3
+    assert results["machine"]["cores"] >= 1
+    report = subprocess.run(
+        [sys.executable, "bench/report.py", str(tmp_path / "results" / "latest.json")]
+        + ["-o", str(tmp_path / "RESULTS.md")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "# Benchmarks" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_benchmarks_run_on_postgresql(tmp_path, pg_server):
+    # pg_server proves (or skips) that the machine can start a cluster; run.py starts its own.
+    results = run_bench(tmp_path, "--postgres", "--only", "epoch_write,ingest,queries")
+
+    for name in ("epoch_write", "ingest", "queries"):
+        assert set(results["benchmarks"][name]) == {"sqlite", "postgresql"}
+    assert results["machine"]["postgresql"]
