@@ -387,3 +387,15 @@ def test_tensorboard_and_csv_logger_are_recorded_as_references(store, tmp_path):
     assert {"kind": "tensorboard", "path": str(tmp_path / "tb")} in refs
     assert {"kind": "csv_logger", "path": str(tmp_path / "log.csv")} in refs
     assert (tmp_path / "log.csv").is_file()
+
+
+def test_best_weights_kept_in_memory_are_written_when_fit_fails(store, tmp_path):
+    """Between saves the best weights live in memory; a failing fit still writes them."""
+    cb = _cb(store, tmp_path, monitor="loss")
+    with pytest.raises(ValueError):
+        fit(model(), [cb, Boom(ValueError("late"), at_epoch=3)], epochs=6)
+    losses = _series(store, cb.run_id, "loss")
+    own = store.checkpoints(cb.run_id)
+    assert own[0].epoch == 0  # the first best is written at once
+    assert own[-1].epoch == int(np.argmin(losses)) and checkpoints.state(own[-1]) == "ok"
+    assert len(own) <= 2  # not one file write per improvement

@@ -358,6 +358,7 @@ class TrackingCallback(keras.callbacks.Callback):
         self._active = False
         if self._checkpoints is not None:
             self._checkpoints.active = False
+            self._checkpoints.flush(self.model)
         recorder = self._recorder
         recorder.stop_heartbeat()
         if self._batch_points and self._epoch is not None:

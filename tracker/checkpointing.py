@@ -7,7 +7,9 @@ ModelCheckpoint its `_save_model`, `_get_file_path`, `monitor` and `save_*` attr
 
 from __future__ import annotations
 
+import math
 import os
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,8 @@ from tracker import introspect
 from tracker.checkpoints import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
 from tracker.recorder import RunRecorder
+
+SAVE_INTERVAL_S = 60.0
 
 
 class CheckpointKeeper:
@@ -44,11 +48,16 @@ class CheckpointKeeper:
         self._best_mode: str | None = None
         self._resolved = False
         self._watched_best: dict[int, float] = {}
+        self._pending: tuple[int, float, list] | None = None
+        self._last_save = -math.inf
         self.active = True
 
     # -- the callback's own best weights --------------------------------------------------------
 
     def after_epoch(self, model: Any, epoch: int, values: dict[str, float], others: list) -> None:
+        """Keep the weights of a new best epoch: in memory at once (as EarlyStopping's
+        `restore_best_weights` does), on disk at most every `SAVE_INTERVAL_S` and when the run
+        ends, so tiny fast epochs do not pay for a file write each."""
         if not self._keep_best or not self._resolve(values, others):
             return
         key = self._monitor
@@ -64,10 +73,28 @@ class CheckpointKeeper:
         if not is_improvement(current, self._best, self._best_mode or "min", self._min_delta):
             return
         self._best = current
+        due = time.monotonic() - self._last_save >= SAVE_INTERVAL_S
+        if due:
+            self._save(model, epoch, current, None)  # the model holds these weights right now
+        else:
+            self._pending = (epoch, current, model.get_weights())
+
+    def flush(self, model: Any) -> None:
+        """Write the best weights kept in memory (called when the run ends, however it ends)."""
+        if self._pending is not None:
+            epoch, value, weights = self._pending
+            self._save(model, epoch, value, weights)
+
+    def _save(self, model: Any, epoch: int, value: float, weights: list | None) -> None:
+        self._pending = None
+        self._last_save = time.monotonic()
         path = self.best_path
         tmp = path.with_name(".saving.weights.h5")  # never a half-written best file
+        now = model.get_weights() if weights is not None else None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if weights is not None:
+                model.set_weights(weights)
             model.save_weights(tmp, overwrite=True)
             os.replace(tmp, path)
         except OSError as e:
@@ -75,7 +102,10 @@ class CheckpointKeeper:
                 f"tracker could not save best weights to {path}: {e}", RuntimeWarning, stacklevel=4
             )
             return
-        self.record(path, "weights", OWN_SOURCE, epoch, None, key, current, True)
+        finally:
+            if now is not None:
+                model.set_weights(now)
+        self.record(path, "weights", OWN_SOURCE, epoch, None, self._monitor, value, True)
 
     def _resolve(self, values: dict[str, float], others: list) -> bool:
         """Pick the monitor on the first epoch: ours, else EarlyStopping's, else val_loss/loss."""
