@@ -123,6 +123,12 @@ class FakeModel:
         with open(path, "wb") as f:
             f.write(b"weights")
 
+    def get_weights(self):
+        return []
+
+    def set_weights(self, weights):
+        pass
+
 
 def test_hostile_log_values_are_stored_or_skipped_never_raised(store, tmp_path):
     import numpy as np

@@ -57,9 +57,21 @@ class CheckpointKeeper:
     def after_epoch(self, model: Any, epoch: int, values: dict[str, float], others: list) -> None:
         """Keep the weights of a new best epoch: in memory at once (as EarlyStopping's
         `restore_best_weights` does), on disk at most every `SAVE_INTERVAL_S` and when the run
-        ends, so tiny fast epochs do not pay for a file write each."""
+        ends, so tiny fast epochs do not pay for a file write each. Never raises: a model that
+        cannot give its weights turns the best-weights copy off with a warning."""
         if not self._keep_best or not self._resolve(values, others):
             return
+        try:
+            self._keep(model, epoch, values)
+        except Exception as e:  # noqa: BLE001 - training must go on
+            self._keep_best = False
+            warnings.warn(
+                f"tracker stops keeping best weights: {type(e).__name__}: {e}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def _keep(self, model: Any, epoch: int, values: dict[str, float]) -> None:
         key = self._monitor
         if key not in values:
             warnings.warn(
@@ -83,7 +95,12 @@ class CheckpointKeeper:
         """Write the best weights kept in memory (called when the run ends, however it ends)."""
         if self._pending is not None:
             epoch, value, weights = self._pending
-            self._save(model, epoch, value, weights)
+            try:
+                self._save(model, epoch, value, weights)
+            except Exception as e:  # noqa: BLE001 - the run must still be closed
+                warnings.warn(
+                    f"tracker could not write best weights: {e}", RuntimeWarning, stacklevel=4
+                )
 
     def _save(self, model: Any, epoch: int, value: float, weights: list | None) -> None:
         self._pending = None

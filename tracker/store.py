@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, update
+from sqlalchemy import Connection, delete, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,17 +37,6 @@ from tracker.transfer import ImportResult, RunBundle
 from tracker.writes import utcnow
 
 DEFAULT_HEARTBEAT_S = 30.0
-# Built once: building statements costs more than SQLite's own work on the per-epoch path.
-_EPOCH_DONE = (
-    update(Run)
-    .where(Run.id == bindparam("rid"))
-    .values(
-        epochs_done=Run.epochs_done + 1,
-        last_epoch=bindparam("epoch"),
-        heartbeat_at=bindparam("now"),
-        heartbeat_deadline=bindparam("deadline"),
-    )
-)
 _LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
 
 
@@ -201,14 +190,10 @@ class Store:
         def tx() -> None:
             with self._write_conn() as conn:
                 writes.insert_points(conn, run_id, points)
-                result = conn.execute(
-                    _EPOCH_DONE,
-                    {
-                        "rid": run_id,
-                        "epoch": epoch,
-                        "now": now,
-                        "deadline": now + timedelta(seconds=2 * heartbeat_interval),
-                    },
+                deadline = now + timedelta(seconds=2 * heartbeat_interval)
+                result = conn.exec_driver_sql(
+                    writes._sql(conn, writes.EPOCH_DONE_SQL),
+                    (epoch, writes.db_time(conn, now), writes.db_time(conn, deadline), run_id),
                 )
                 if result.rowcount == 0:
                     raise RunNotFound(f"no run with id {run_id!r}")

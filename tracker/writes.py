@@ -12,11 +12,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, insert, or_, select
+from sqlalchemy import Connection, and_, case, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tracker.models import Experiment, Metric, MetricSummary, Param, Tag
+from tracker.models import Experiment, MetricSummary, Param, Tag
 from tracker.records import MetricPoint
 
 _ADJECTIVES = [
@@ -115,20 +115,31 @@ def point_rows(run_id: str, points: Iterable[MetricPoint]) -> list[dict[str, Any
 def insert_points(conn: Connection, run_id: str, points: Iterable[MetricPoint]) -> int:
     """Insert metric points in bulk and fold the epoch-level ones into the run's summaries.
 
-    Plain Core statements on the transaction's connection: this is the per-epoch hot path of
-    every training run, so it costs two `executemany` calls and no ORM bookkeeping.
+    This is the per-epoch hot path of every training run and the bulk path of imports, so the
+    metric rows go to the driver's `executemany` as plain tuples, converted here the way the
+    models' column types would (NaN as NULL, UTC times), and the summaries cost one upsert.
     """
     points = list(points)
     if not points:
         return 0
-    conn.execute(_INSERT_METRICS, point_rows(run_id, points))
+    conn.exec_driver_sql(_sql(conn, _INSERT_METRICS_SQL), metric_tuples(conn, run_id, points))
     folded: dict[str, dict[str, Any]] = {}
     for p in points:
         if p.step is None:
             folded[p.key] = _fold_point(folded.get(p.key), run_id, p.key, p.epoch, p.value)
     if folded:
-        conn.execute(_summary_upsert(conn.dialect.name), list(folded.values()))
+        sql, names = _summary_upsert(conn)
+        rows = [_nan_as_null(row) for row in folded.values()]
+        params = [tuple(r[n] for n in names) for r in rows] if names else rows
+        conn.exec_driver_sql(sql, params)
     return len(points)
+
+
+def _nan_as_null(row: dict[str, Any]) -> dict[str, Any]:
+    for k in ("first_value", "last_value"):
+        if row[k] != row[k]:
+            row[k] = None
+    return row
 
 
 def _fold_point(
@@ -162,16 +173,50 @@ def _fold_point(
     return agg
 
 
-_INSERT_METRICS = insert(Metric.__table__)
+_INSERT_METRICS_SQL = (
+    "INSERT INTO metrics (run_id, key, epoch, step, value, time) VALUES (?, ?, ?, ?, ?, ?)"
+)
+EPOCH_DONE_SQL = (
+    "UPDATE runs SET epochs_done = epochs_done + 1, last_epoch = ?, heartbeat_at = ?, "
+    "heartbeat_deadline = ? WHERE id = ?"
+)
+
+
+def _sql(conn: Connection, sql: str) -> str:
+    """`sql` written with `?` placeholders, in the driver's own paramstyle."""
+    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+
+def db_time(conn: Connection, when: datetime) -> Any:
+    """A timestamp as `UTCDateTime` would bind it: naive UTC text for SQLite, aware otherwise."""
+    when = when.astimezone(timezone.utc)
+    if conn.dialect.name == "sqlite":
+        return when.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return when
+
+
+def metric_tuples(conn: Connection, run_id: str, points: list[MetricPoint]) -> list[tuple]:
+    times: dict[datetime, Any] = {}
+    rows = []
+    for p in points:
+        t = times.get(p.time)
+        if t is None:
+            t = times[p.time] = db_time(conn, p.time)
+        value = None if p.value != p.value else p.value  # NaN is stored as NULL
+        rows.append((run_id, p.key, p.epoch, p.step, value, t))
+    return rows
+
+
 _UPSERTS: dict[str, Any] = {}
 
 
-def _summary_upsert(dialect: str) -> Any:
+def _summary_upsert(conn: Connection) -> tuple[str, tuple[str, ...] | None]:
     """INSERT ... ON CONFLICT DO UPDATE that merges a folded summary into the stored one.
 
     Every SET expression reads the row as it was before the statement, in SQLite and in
     PostgreSQL alike, so the CASEs below see the old first/last/min/max.
     """
+    dialect = conn.dialect.name
     if dialect in _UPSERTS:
         return _UPSERTS[dialect]
     if dialect == "sqlite":
@@ -207,5 +252,8 @@ def _summary_upsert(dialect: str) -> Any:
             "max_epoch": take(higher, "max_epoch"),
         },
     )
-    _UPSERTS[dialect] = stmt
-    return stmt
+    # Compiled once to the driver's SQL: the statement then runs as a plain executemany.
+    compiled = stmt.compile(dialect=conn.dialect)
+    names = tuple(compiled.positiontup) if compiled.positional else None
+    _UPSERTS[dialect] = (compiled.string, names)
+    return _UPSERTS[dialect]
