@@ -109,7 +109,7 @@ class Postgres:
             return conn.execute("SHOW server_version").fetchone()[0]
 
     def settings(self) -> str:
-        return "fsync=off (tests/pgcluster.py), local TCP"
+        return "throwaway cluster of tests/pgcluster.py (fsync=off), local TCP"
 
     def stop(self) -> None:
         self.cluster.stop()
