@@ -383,8 +383,7 @@ class Store:
         def tx() -> ImportResult:
             result = ImportResult()
             with self._write() as s:
-                for bundle in bundles:
-                    transfer.import_run(s, bundle, result)
+                transfer.import_runs(s, bundles, result)
             return result
 
         return self._retrying(tx)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from tracker import queries, writes
-from tracker.models import Checkpoint, Metric, Run
+from tracker.models import Checkpoint, Metric, Param, Run, Tag
 from tracker.records import CheckpointRecord, MetricPoint, RunRecord
 
 _FINAL = ("finished", "failed", "interrupted", "crashed")
@@ -47,6 +47,75 @@ def export_run(s: Session, run_id: str) -> RunBundle:
     )
 
 
+def import_runs(s: Session, bundles: list[RunBundle], result: ImportResult) -> None:
+    """Runs new to this database are written together, a few bulk statements for the whole
+    batch; runs it already has are merged one by one (`import_run`)."""
+    ids = [b.run.id for b in bundles]
+    have = set(s.scalars(select(Run.id).where(Run.id.in_(ids)))) if ids else set()
+    fresh = [b for b in bundles if b.run.id not in have]
+    if fresh:
+        _create_many(s, fresh)
+        result.runs_created += len(fresh)
+        result.points += sum(len(b.points) for b in fresh)
+        result.checkpoints += sum(len(b.checkpoints) for b in fresh)
+    for bundle in bundles:
+        if bundle.run.id in have:
+            import_run(s, bundle, result)
+
+
+def _create_many(s: Session, bundles: list[RunBundle]) -> None:
+    conn = s.connection()
+    experiments = {
+        name: writes.experiment_id(s, name) for name in {b.run.experiment for b in bundles}
+    }
+    runs, params, tags, checkpoints, points = [], [], [], [], []
+    for b in bundles:
+        r = b.run
+        epochs = {p.epoch for p in b.points if p.step is None}
+        row = _run_row(r, experiments[r.experiment])
+        row.update(epochs_done=len(epochs), last_epoch=max(epochs) if epochs else None)
+        runs.append(row)
+        params += [
+            {"run_id": r.id, "key": k, "value": writes.encode_param(v)} for k, v in r.params.items()
+        ]
+        tags += [{"run_id": r.id, "key": k, "value": str(v)} for k, v in r.tags.items()]
+        checkpoints += [{**_checkpoint_row(c), "run_id": r.id} for c in b.checkpoints]
+        points.append((r.id, b.points))
+    conn.execute(insert(Run.__table__), runs)
+    for table, rows in ((Param, params), (Tag, tags), (Checkpoint, checkpoints)):
+        if rows:
+            conn.execute(insert(table.__table__), rows)
+    writes.insert_points_of_runs(conn, points)
+
+
+def _run_row(r: RunRecord, experiment_id: int) -> dict:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "experiment_id": experiment_id,
+        "status": r.status,
+        "stop_reason": r.stop_reason,
+        "stop_details": r.stop_details,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "heartbeat_at": r.heartbeat_at,
+        "heartbeat_deadline": r.heartbeat_at + timedelta(minutes=1),
+        "epochs_planned": r.epochs_planned,
+        "epochs_done": 0,
+        "last_epoch": None,
+        "fit_params": r.fit_params,
+        "environment": r.environment,
+        "model": r.model,
+        "references": r.references,
+    }
+
+
+def _checkpoint_row(c: CheckpointRecord) -> dict:
+    row = {f.name: getattr(c, f.name) for f in fields(CheckpointRecord)}
+    del row["id"]
+    return row
+
+
 def import_run(s: Session, bundle: RunBundle, result: ImportResult) -> None:
     r = bundle.run
     existing = s.get(Run, r.id)
@@ -75,28 +144,7 @@ def import_run(s: Session, bundle: RunBundle, result: ImportResult) -> None:
 
 
 def _create(s: Session, r: RunRecord) -> None:
-    s.add(
-        Run(
-            id=r.id,
-            name=r.name,
-            experiment_id=writes.experiment_id(s, r.experiment),
-            status=r.status,
-            stop_reason=r.stop_reason,
-            stop_details=r.stop_details,
-            started_at=r.started_at,
-            ended_at=r.ended_at,
-            heartbeat_at=r.heartbeat_at,
-            heartbeat_deadline=r.heartbeat_at + timedelta(minutes=1),
-            epochs_planned=r.epochs_planned,
-            epochs_done=0,
-            last_epoch=None,
-            fit_params=r.fit_params,
-            environment=r.environment,
-            model=r.model,
-            references=r.references,
-        )
-    )
-    s.flush()
+    s.execute(insert(Run.__table__), [_run_row(r, writes.experiment_id(s, r.experiment))])
 
 
 def _copy_outcome(run: Run, r: RunRecord) -> None:
@@ -117,7 +165,6 @@ def _import_checkpoints(s: Session, run_id: str, cks: list[CheckpointRecord]) ->
     for c in cks:
         if (c.epoch, c.batch, c.path, c.sha256) in have:
             continue
-        copied = {f.name: getattr(c, f.name) for f in fields(CheckpointRecord)}
-        s.add(Checkpoint(**{**copied, "id": None, "run_id": run_id}))
+        s.execute(insert(Checkpoint.__table__), [{**_checkpoint_row(c), "run_id": run_id}])
         added += 1
     return added

@@ -113,26 +113,34 @@ def point_rows(run_id: str, points: Iterable[MetricPoint]) -> list[dict[str, Any
 
 
 def insert_points(conn: Connection, run_id: str, points: Iterable[MetricPoint]) -> int:
-    """Insert metric points in bulk and fold the epoch-level ones into the run's summaries.
+    """Insert metric points in bulk and fold the epoch-level ones into the run's summaries."""
+    points = list(points)
+    insert_points_of_runs(conn, [(run_id, points)])
+    return len(points)
+
+
+def insert_points_of_runs(conn: Connection, runs: list[tuple[str, list[MetricPoint]]]) -> None:
+    """Points of several runs at once: two `executemany` calls whatever the count.
 
     This is the per-epoch hot path of every training run and the bulk path of imports, so the
-    metric rows go to the driver's `executemany` as plain tuples, converted here the way the
-    models' column types would (NaN as NULL, UTC times), and the summaries cost one upsert.
+    metric rows go to the driver as plain tuples, converted here the way the models' column
+    types would (NaN as NULL, UTC times), and the summaries cost one upsert.
     """
-    points = list(points)
-    if not points:
-        return 0
-    conn.exec_driver_sql(_sql(conn, _INSERT_METRICS_SQL), metric_tuples(conn, run_id, points))
-    folded: dict[str, dict[str, Any]] = {}
-    for p in points:
-        if p.step is None:
-            folded[p.key] = _fold_point(folded.get(p.key), run_id, p.key, p.epoch, p.value)
+    rows: list[tuple] = []
+    folded: list[dict[str, Any]] = []
+    for run_id, points in runs:
+        rows += metric_tuples(conn, run_id, points)
+        by_key: dict[str, dict[str, Any]] = {}
+        for p in points:
+            if p.step is None:
+                by_key[p.key] = _fold_point(by_key.get(p.key), run_id, p.key, p.epoch, p.value)
+        folded += by_key.values()
+    if rows:
+        conn.exec_driver_sql(_sql(conn, _INSERT_METRICS_SQL), rows)
     if folded:
         sql, names = _summary_upsert(conn)
-        rows = [_nan_as_null(row) for row in folded.values()]
-        params = [tuple(r[n] for n in names) for r in rows] if names else rows
-        conn.exec_driver_sql(sql, params)
-    return len(points)
+        folded = [_nan_as_null(row) for row in folded]
+        conn.exec_driver_sql(sql, [tuple(r[n] for n in names) for r in folded] if names else folded)
 
 
 def _nan_as_null(row: dict[str, Any]) -> dict[str, Any]:
