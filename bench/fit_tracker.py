@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import fitmodel
+import keras
 from common import loadavg
 
 from tracker import TrackingCallback
@@ -29,6 +30,13 @@ HOOKS = (
     "_after_epoch_end",
     "_after_train_end",
 )
+
+
+class EmptyCallback(keras.callbacks.Callback):
+    """The control: a callback that does nothing, to show what noise alone measures."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
 
 
 class TimedCallback(TrackingCallback):
@@ -80,6 +88,9 @@ def main() -> None:
 
     variants = {
         "none": lambda: run(),
+        "empty_callback": lambda: fitmodel.fit_once(
+            model, data, a.batch, a.epochs, [EmptyCallback()]
+        ),
         "tracker_epoch": lambda: run(save_best_weights=False),
         "tracker_batch": lambda: run(save_best_weights=False, log_every_n_batches=1),
         "tracker_default": lambda: run(save_best_weights=True),
