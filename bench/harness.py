@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 MLFLOW_VENV = BENCH / ".venv-mlflow"
 MLFLOW_REQUIREMENTS = BENCH / "mlflow-requirements.txt"
+OWN_OUTPUTS = (":!bench/results", ":!bench/RESULTS.md")
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
 
 
@@ -191,10 +192,13 @@ def _git(*args: str) -> str | None:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return out.stdout.strip()
+    return out.stdout.rstrip()
 
 
 def machine_info() -> dict[str, Any]:
+    # Tracked files changed since the commit, leaving out this benchmark's own outputs.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *OWN_OUTPUTS) or ""
+    dirty = [line[3:] for line in status.splitlines()]
     return {
         "cores": os.cpu_count(),
         "memory_gib": _meminfo_gib(),
@@ -207,6 +211,7 @@ def machine_info() -> dict[str, Any]:
             for d in ("tracker", "sqlalchemy", "alembic", "click", "psycopg", "tensorflow", "keras")
         },
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty_tracked": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty_files": dirty,
+        "git_dirty_tracked": bool(dirty),
         "disk_free_gib": round(shutil.disk_usage(ROOT).free / 1024**3, 1),
     }

@@ -82,7 +82,11 @@ def header(r: dict[str, Any]) -> Lines:
     pk = m.get("packages", {})
     pg = m.get("postgresql")
     pg_text = f", PostgreSQL {pg.split()[0]}: {m.get('postgresql_settings')}" if pg else ""
-    dirty = " (with uncommitted changes to tracked files)" if m.get("git_dirty_tracked") else ""
+    files = m.get("git_dirty_files")
+    dirty = ""
+    if m.get("git_dirty_tracked"):
+        listed = ", ".join(f"`{f}`" for f in files[:6]) if files else "tracked files"
+        dirty = f" with uncommitted changes to {listed}"
     return [
         "# Benchmarks: tracker vs MLflow",
         "",
@@ -103,6 +107,7 @@ def header(r: dict[str, Any]) -> Lines:
         f"{(r.get('loadavg_start') or ['?'])[0]} at the start and "
         f"{(r.get('loadavg_end') or ['?'])[0]} at the end, and each table gives it before → after "
         "its benchmark. Figures are medians of repetitions.",
+        *[f"\n*Note*: {note}" for note in r.get("notes", [])],
         "",
     ]
 
