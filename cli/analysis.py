@@ -8,32 +8,16 @@ from typing import TYPE_CHECKING
 import click
 
 from tracker import comparison, views
-from tracker.cli.options import emit, format_option, pass_store
-from tracker.modes import MODES
+from tracker.cli.options import agg_option, emit, format_option, mode_option, pass_store
 
 if TYPE_CHECKING:
     from tracker.store import Store
-
-mode_option = click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    default="auto",
-    show_default=True,
-    help="Whether higher or lower is better. auto: accuracy/auc/precision/recall/f1 are "
-    "maximised, losses and errors minimised; other names need min or max.",
-)
 
 
 @click.command()
 @click.option("--metric", default="val_loss", show_default=True)
 @mode_option
-@click.option(
-    "--agg",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="Rank each run by its best epoch or by its last one.",
-)
+@agg_option
 @click.option("--experiment", help="Only runs of this experiment.")
 @click.option("--top", type=click.IntRange(min=1), help="Show the N best runs (JSON: an array).")
 @format_option

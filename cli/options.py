@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from tracker.config import mask_url, resolve_url
+from tracker.modes import MODES
 from tracker.output import FORMATS, View, render
 
 if TYPE_CHECKING:
@@ -65,6 +66,23 @@ def pass_store(f: F) -> F:
 
     return functools.update_wrapper(wrapper, f)  # type: ignore[return-value]
 
+
+mode_option = click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="auto",
+    show_default=True,
+    help="Whether higher or lower is better. auto: accuracy/auc/precision/recall/f1 are "
+    "maximised, losses and errors minimised; other names need min or max.",
+)
+
+agg_option = click.option(
+    "--agg",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Each run's best value over its epochs, or its last one.",
+)
 
 format_option = click.option(
     "--format",

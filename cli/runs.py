@@ -9,15 +9,16 @@ import click
 
 from tracker import views
 from tracker.cli.options import (
+    agg_option,
     confirm,
     emit,
     format_option,
     kv_pairs,
+    mode_option,
     pass_store,
     progress_bar,
     since_option,
 )
-from tracker.modes import MODES
 
 if TYPE_CHECKING:
     from tracker.store import Store
@@ -60,14 +61,8 @@ def runs() -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="0: all.")
 @click.option("--metric", help="Metric to show. Defaults to val_loss when any run recorded it.")
 @click.option("--sort", metavar="METRIC", help="Order by this metric (and show it), best first.")
-@click.option(
-    "--agg",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="Each run's best value over its epochs, or its last one.",
-)
-@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True)
+@agg_option
+@mode_option
 @format_option
 @pass_store
 def runs_list(
