@@ -1,0 +1,190 @@
+"""The run store's schema as SQLAlchemy Core tables: the one definition of it.
+
+The store reads and writes through these tables with Core statements, so `tracker best` and
+`tracker runs list` never import SQLAlchemy's ORM (a third of such a process's start-up);
+`tracker.models` maps typed ORM classes onto the same tables, and the migrations are checked
+against this metadata.
+
+Two conventions hold for every metric value column: NULL means NaN (SQLite cannot store NaN and
+turns it into NULL, so both backends do the same), and infinities are stored as they are. The
+summary's `min_*`/`max_*` columns only ever hold finite values, which is what keeps a NaN or an
+infinity from winning a ranking.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both backends (SQLite keeps no zone, so we put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime given to the store: {value!r}")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class MetricValue(TypeDecorator[float]):
+    """A float where NULL stands for NaN on both backends."""
+
+    impl = Double
+    cache_ok = True
+
+    def process_bind_param(self, value: float | None, dialect: Any) -> float | None:
+        if value is None or math.isnan(value):
+            return None
+        return float(value)
+
+    def process_result_value(self, value: float | None, dialect: Any) -> float:
+        return math.nan if value is None else float(value)
+
+
+def _run_fk() -> ForeignKey:
+    return ForeignKey("runs.id", ondelete="CASCADE")
+
+
+metadata = MetaData(naming_convention=NAMING)
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),  # uuid4 hex
+    Column("name", String(255), nullable=False, index=True),
+    Column("experiment_id", ForeignKey("experiments.id"), nullable=False, index=True),
+    # running, finished, failed, interrupted, crashed
+    Column("status", String(16), nullable=False, index=True),
+    Column("stop_reason", String(32)),
+    Column("stop_details", JSON, nullable=False, default=dict),
+    Column("started_at", UTCDateTime(), nullable=False, index=True),
+    Column("ended_at", UTCDateTime()),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    # A running run whose deadline has passed is shown as crashed: its process stopped beating.
+    Column("heartbeat_deadline", UTCDateTime(), nullable=False),
+    Column("epochs_planned", Integer),
+    Column("epochs_done", Integer, nullable=False, default=0),
+    Column("last_epoch", Integer),
+    Column("fit_params", JSON, nullable=False, default=dict),
+    Column("environment", JSON, nullable=False, default=dict),
+    Column("model", JSON, nullable=False, default=dict),
+    # TensorBoard log dirs, CSVLogger files, ...: [{"kind": ..., "path": ...}]
+    Column("references", JSON, nullable=False, default=list),
+)
+
+params = Table(
+    "params",
+    metadata,
+    Column("run_id", _run_fk(), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON text, so 3 and "3" stay apart
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("run_id", _run_fk(), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("run_id", _run_fk(), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("step", Integer),  # batch index within the epoch; NULL: epoch level
+    Column("value", MetricValue(), nullable=True),
+    Column("time", UTCDateTime(), nullable=False),
+    Index("ix_metrics_run_key_epoch", "run_id", "key", "epoch"),
+)
+
+# First, last, min and max of one epoch-level metric of one run, kept with every write.
+metric_summaries = Table(
+    "metric_summaries",
+    metadata,
+    Column("run_id", _run_fk(), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("first_value", MetricValue(), nullable=True),
+    Column("first_epoch", Integer, nullable=False),
+    Column("last_value", MetricValue(), nullable=True),
+    Column("last_epoch", Integer, nullable=False),
+    Column("min_value", Double),  # finite values only
+    Column("min_epoch", Integer),
+    Column("max_value", Double),
+    Column("max_epoch", Integer),
+    # `best` walks one of these from its end: cost independent of how many runs there are.
+    Index("ix_metric_summaries_key_min", "key", "min_value", "run_id"),
+    Index("ix_metric_summaries_key_max", "key", "max_value", "run_id"),
+    Index("ix_metric_summaries_key_last", "key", "last_value", "run_id"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", _run_fk(), nullable=False, index=True),
+    Column("epoch", Integer),
+    Column("batch", Integer),
+    Column("path", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # "weights" or "model"
+    Column("source", String(64), nullable=False),  # the callback class that wrote it
+    Column("monitor", Text),
+    Column("value", Double),
+    Column("is_best", Boolean, nullable=False, default=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
