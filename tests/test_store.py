@@ -36,6 +36,20 @@ def test_create_run_records_everything_given(store: Store):
     assert got.started_at.tzinfo is not None
 
 
+def test_create_run_returns_what_get_run_reads_back(store: Store):
+    # create_run builds its record without reading the run back: it must still be the same.
+    run = store.create_run(
+        params={"shape": (28, 28), 3: "three", "nested": {"b": 1, "a": None}},
+        tags={"seed": 7},
+        fit_params={"validation_split": 0.2, "class_weight": {1: 2.0}},
+        environment={"packages": ("keras", "tensorflow")},
+        started_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2))),
+    )
+    assert run == store.get_run(run.id)
+    assert run.params["shape"] == [28, 28] and run.tags == {"seed": "7"}
+    assert run.started_at == datetime(2026, 1, 2, 1, 4, 5, 678901, tzinfo=timezone.utc)
+
+
 def test_generated_names_are_readable_and_distinct(store: Store):
     names = {store.create_run().name for _ in range(5)}
     assert len(names) == 5
@@ -191,6 +205,10 @@ def test_checkpoints_and_delete(store: Store):
 def test_set_tags_and_update_run(store: Store):
     run_id = seed_run(store, {"loss": [1.0]})
     assert store.set_tags(run_id[:6], {"stage": "prod"}).tags == {"stage": "prod"}
+    assert store.set_tags(run_id, {"stage": "dev", "owner": 1}).tags == {
+        "stage": "dev",
+        "owner": "1",
+    }
     store.update_run(run_id, references=[{"kind": "tensorboard", "path": "/logs"}])
     assert store.get_run(run_id).references == [{"kind": "tensorboard", "path": "/logs"}]
     with pytest.raises(ValueError):

@@ -1,7 +1,8 @@
-"""Read queries of the store, each taking the caller's session.
+"""Read queries of the store, each taking the caller's connection (and so its transaction).
 
 Rankings read the per-run summary table (one row per run and metric), never metric histories, so
-`best` and a sorted `runs list` cost the same whether runs have 10 epochs or 10,000.
+`best` and a sorted `runs list` cost the same whether runs have 10 epochs or 10,000. Everything
+here is SQLAlchemy Core: query commands never pay for importing the ORM.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, Select, Table, and_, exists, func, or_, select
 
 from tracker.errors import AmbiguousRun, MetricNotFound, RunNotFound, TrackerError
-from tracker.models import Checkpoint, Experiment, Metric, MetricSummary, Param, Run, Tag
 from tracker.modes import MODES, resolve_mode
 from tracker.records import (
     CheckpointRecord,
@@ -29,6 +28,13 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
+from tracker.tables import checkpoints as ck_t
+from tracker.tables import experiments as exp_t
+from tracker.tables import metric_summaries as sum_t
+from tracker.tables import metrics as metric_t
+from tracker.tables import params as param_t
+from tracker.tables import runs as run_t
+from tracker.tables import tags as tag_t
 
 STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
 _HEX = re.compile(r"^[0-9a-f]{4,32}$")
@@ -38,16 +44,25 @@ _FMAX = sys.float_info.max
 # -- runs -----------------------------------------------------------------------------------------
 
 
-def _run_select() -> Select[tuple[Run, str]]:
-    return select(Run, Experiment.name).join(Experiment, Run.experiment_id == Experiment.id)
+def _run_select() -> Select[Any]:
+    return select(run_t, exp_t.c.name.label("experiment_name")).join(
+        exp_t, run_t.c.experiment_id == exp_t.c.id
+    )
+
+
+def shown_status(
+    status: str, reason: str | None, deadline: datetime, now: datetime
+) -> tuple[str, str | None]:
+    """The status a run is shown with: running past its heartbeat deadline means crashed."""
+    if status == "running" and deadline < now:
+        return "crashed", "crashed"  # its process stopped beating
+    return status, reason
 
 
 def _record(
-    run: Run, experiment: str, params: dict[str, Any], tags: dict[str, str], now: datetime
+    run: Row[Any], experiment: str, params: dict[str, Any], tags: dict[str, str], now: datetime
 ) -> RunRecord:
-    status, reason = run.status, run.stop_reason
-    if status == "running" and run.heartbeat_deadline < now:
-        status, reason = "crashed", "crashed"  # its process stopped beating
+    status, reason = shown_status(run.status, run.stop_reason, run.heartbeat_deadline, now)
     return RunRecord(
         id=run.id,
         name=run.name,
@@ -70,45 +85,47 @@ def _record(
     )
 
 
-def _params_tags(s: Session, run_ids: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+def _params_tags(conn: Connection, run_ids: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
     params: dict[str, dict[str, Any]] = {r: {} for r in run_ids}
     tags: dict[str, dict[str, str]] = {r: {} for r in run_ids}
     if run_ids:
-        for p in s.scalars(select(Param).where(Param.run_id.in_(run_ids))):
+        for p in conn.execute(select(param_t).where(param_t.c.run_id.in_(run_ids))):
             params[p.run_id][p.key] = json.loads(p.value)
-        for t in s.scalars(select(Tag).where(Tag.run_id.in_(run_ids))):
+        for t in conn.execute(select(tag_t).where(tag_t.c.run_id.in_(run_ids))):
             tags[t.run_id][t.key] = t.value
     return params, tags
 
 
-def _records(s: Session, rows: list[tuple[Run, str]], now: datetime) -> list[RunRecord]:
-    params, tags = _params_tags(s, [r.id for r, _ in rows])
-    return [_record(r, exp, params[r.id], tags[r.id], now) for r, exp in rows]
+def _records(conn: Connection, rows: list[Row[Any]], now: datetime) -> list[RunRecord]:
+    params, tags = _params_tags(conn, [r.id for r in rows])
+    return [_record(r, r.experiment_name, params[r.id], tags[r.id], now) for r in rows]
 
 
-def run_record(s: Session, run_id: str, now: datetime) -> RunRecord:
-    row = s.execute(_run_select().where(Run.id == run_id)).first()
+def run_record(conn: Connection, run_id: str, now: datetime) -> RunRecord:
+    row = conn.execute(_run_select().where(run_t.c.id == run_id)).first()
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
-    return _records(s, [row], now)[0]
+    return _records(conn, [row], now)[0]
 
 
-def resolve_run_id(s: Session, ref: str, now: datetime) -> str:
+def resolve_run_id(conn: Connection, ref: str, now: datetime) -> str:
     ref = ref.strip()
     if not ref:
         raise RunNotFound("empty run reference: give a run id, id prefix, name or `latest`")
     if ref == "latest":
-        found = s.scalar(select(Run.id).order_by(Run.started_at.desc(), Run.id).limit(1))
+        found = conn.scalar(
+            select(run_t.c.id).order_by(run_t.c.started_at.desc(), run_t.c.id).limit(1)
+        )
         if found is None:
             raise RunNotFound("no runs recorded yet")
         return found
-    if s.get(Run, ref) is not None:
+    if conn.scalar(select(run_t.c.id).where(run_t.c.id == ref)) is not None:
         return ref
-    conds = [Run.name == ref]
+    conds = [run_t.c.name == ref]
     low = ref.lower()
     if _HEX.match(low):
-        conds.append(Run.id.startswith(low, autoescape=True))
-    rows = s.execute(select(Run.id, Run.name).where(or_(*conds)).limit(11)).all()
+        conds.append(run_t.c.id.startswith(low, autoescape=True))
+    rows = conn.execute(select(run_t.c.id, run_t.c.name).where(or_(*conds)).limit(11)).all()
     if len(rows) == 1:
         return rows[0].id
     if not rows:
@@ -121,24 +138,26 @@ def resolve_run_id(s: Session, ref: str, now: datetime) -> str:
 def _status_filter(status: str, now: datetime) -> Any:
     if status == "crashed":
         return or_(
-            Run.status == "crashed", and_(Run.status == "running", Run.heartbeat_deadline < now)
+            run_t.c.status == "crashed",
+            and_(run_t.c.status == "running", run_t.c.heartbeat_deadline < now),
         )
     if status == "running":
-        return and_(Run.status == "running", Run.heartbeat_deadline >= now)
-    return Run.status == status
+        return and_(run_t.c.status == "running", run_t.c.heartbeat_deadline >= now)
+    return run_t.c.status == status
 
 
-def _kv_match(model: type[Param] | type[Tag], key: str, value: str, as_json: bool) -> Any:
+def _kv_match(table: Table, key: str, value: str, as_json: bool) -> Any:
     candidates = {value}
     if as_json:
         candidates = {json.dumps(value)}
         with contextlib.suppress(ValueError):
             candidates.add(json.dumps(json.loads(value), sort_keys=True))
-    return exists().where(model.run_id == Run.id, model.key == key, model.value.in_(candidates))
+    c = table.c
+    return exists().where(c.run_id == run_t.c.id, c.key == key, c.value.in_(candidates))
 
 
 def list_runs(
-    s: Session,
+    conn: Connection,
     now: datetime,
     *,
     experiment: str | None = None,
@@ -162,21 +181,21 @@ def list_runs(
     if agg not in ("best", "last"):
         raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
     metric = sort or metric
-    if metric is None and s.scalar(
-        select(MetricSummary.key).where(MetricSummary.key == "val_loss").limit(1)
+    if metric is None and conn.scalar(
+        select(sum_t.c.key).where(sum_t.c.key == "val_loss").limit(1)
     ):
         metric = "val_loss"
     q = _run_select()
     if experiment is not None:
-        q = q.where(Experiment.name == experiment)
+        q = q.where(exp_t.c.name == experiment)
     if status is not None:
         q = q.where(_status_filter(status, now))
     for k, v in (tags or {}).items():
-        q = q.where(_kv_match(Tag, k, v, as_json=False))
+        q = q.where(_kv_match(tag_t, k, v, as_json=False))
     for k, v in (params or {}).items():
-        q = q.where(_kv_match(Param, k, v, as_json=True))
+        q = q.where(_kv_match(param_t, k, v, as_json=True))
     if since is not None:
-        q = q.where(Run.started_at >= since)
+        q = q.where(run_t.c.started_at >= since)
     if mode not in MODES:
         raise TrackerError(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
     resolved = None
@@ -189,14 +208,14 @@ def list_runs(
             resolved = "min"  # only shown, nothing is ranked: a loss-like default is harmless
     if sort:
         col = _value_column(agg, resolved or "min")
-        q = q.outerjoin(
-            MetricSummary, and_(MetricSummary.run_id == Run.id, MetricSummary.key == sort)
-        ).order_by(col.is_(None), col.asc() if resolved == "min" else col.desc())
-    q = q.order_by(Run.started_at.desc(), Run.id)
+        q = q.outerjoin(sum_t, and_(sum_t.c.run_id == run_t.c.id, sum_t.c.key == sort)).order_by(
+            col.is_(None), col.asc() if resolved == "min" else col.desc()
+        )
+    q = q.order_by(run_t.c.started_at.desc(), run_t.c.id)
     if limit is not None:
         q = q.limit(limit)
-    runs = _records(s, s.execute(q).all(), now)
-    sums = _summaries_for(s, [r.id for r in runs], metric) if metric else {}
+    runs = _records(conn, conn.execute(q).all(), now)
+    sums = _summaries_for(conn, [r.id for r in runs], metric) if metric else {}
     out = []
     for r in runs:
         value, epoch = _pick(sums.get(r.id), agg, resolved or "min")
@@ -218,12 +237,12 @@ def _pick(summary: SummaryRecord | None, agg: str, mode: str) -> tuple[float | N
 
 def _value_column(agg: str, mode: str) -> Any:
     if agg == "last":
-        return MetricSummary.last_value
-    return MetricSummary.min_value if mode == "min" else MetricSummary.max_value
+        return sum_t.c.last_value
+    return sum_t.c.min_value if mode == "min" else sum_t.c.max_value
 
 
 def best_runs(
-    s: Session,
+    conn: Connection,
     now: datetime,
     metric: str,
     *,
@@ -239,35 +258,33 @@ def best_runs(
     mode = resolve_mode(metric, mode)
     col = _value_column(agg, mode)
     epoch_col = {
-        "last": MetricSummary.last_epoch,
-        "min": MetricSummary.min_epoch,
-        "max": MetricSummary.max_epoch,
+        "last": sum_t.c.last_epoch,
+        "min": sum_t.c.min_epoch,
+        "max": sum_t.c.max_epoch,
     }["last" if agg == "last" else mode]
     # Ties go to the lower run id either way, so the index is walked in one direction.
     order = (
-        (col.asc(), MetricSummary.run_id.asc())
-        if mode == "min"
-        else (col.desc(), MetricSummary.run_id.desc())
+        (col.asc(), sum_t.c.run_id.asc()) if mode == "min" else (col.desc(), sum_t.c.run_id.desc())
     )
     q = (
-        select(MetricSummary.run_id, col, epoch_col)
-        .where(MetricSummary.key == metric, col.is_not(None), col.between(-_FMAX, _FMAX))
+        select(sum_t.c.run_id, col, epoch_col)
+        .where(sum_t.c.key == metric, col.is_not(None), col.between(-_FMAX, _FMAX))
         .order_by(*order)
         .limit(top)
     )
     if experiment is not None:
         q = (
-            q.join(Run, Run.id == MetricSummary.run_id)
-            .join(Experiment, Experiment.id == Run.experiment_id)
-            .where(Experiment.name == experiment)
+            q.join(run_t, run_t.c.id == sum_t.c.run_id)
+            .join(exp_t, exp_t.c.id == run_t.c.experiment_id)
+            .where(exp_t.c.name == experiment)
         )
-    rows = s.execute(q).all()
+    rows = conn.execute(q).all()
     if not rows:
-        _raise_no_metric(s, metric, experiment)
+        _raise_no_metric(conn, metric, experiment)
     runs = {
         r.id: r
         for r in _records(
-            s, s.execute(_run_select().where(Run.id.in_([r[0] for r in rows]))).all(), now
+            conn, conn.execute(_run_select().where(run_t.c.id.in_([r[0] for r in rows]))).all(), now
         )
     }
     return [
@@ -276,8 +293,8 @@ def best_runs(
     ]
 
 
-def _raise_no_metric(s: Session, metric: str, experiment: str | None) -> None:
-    keys = metric_keys(s, None)
+def _raise_no_metric(conn: Connection, metric: str, experiment: str | None) -> None:
+    keys = metric_keys(conn, None)
     where = f" in experiment {experiment!r}" if experiment else ""
     if metric in keys:
         raise MetricNotFound(f"no run{where} has a finite value of {metric!r}")
@@ -288,85 +305,92 @@ def _raise_no_metric(s: Session, metric: str, experiment: str | None) -> None:
 # -- metrics and checkpoints ---------------------------------------------------------------------
 
 
-def _summary_record(m: MetricSummary) -> SummaryRecord:
-    return SummaryRecord(**{f.name: getattr(m, f.name) for f in fields(SummaryRecord)})
+def _from_row(record: type[Any], row: Row[Any]) -> Any:
+    # By mapping, not attribute: a Row is a tuple, so `row.count` would be tuple.count.
+    m = row._mapping
+    return record(**{f.name: m[f.name] for f in fields(record)})
 
 
-def _summaries_for(s: Session, run_ids: list[str], key: str) -> dict[str, SummaryRecord]:
-    rows = s.scalars(
-        select(MetricSummary).where(MetricSummary.run_id.in_(run_ids), MetricSummary.key == key)
-    )
+def _summary_record(m: Row[Any]) -> SummaryRecord:
+    return _from_row(SummaryRecord, m)
+
+
+def _summaries_for(conn: Connection, run_ids: list[str], key: str) -> dict[str, SummaryRecord]:
+    rows = conn.execute(select(sum_t).where(sum_t.c.run_id.in_(run_ids), sum_t.c.key == key))
     return {m.run_id: _summary_record(m) for m in rows}
 
 
-def summaries(s: Session, run_id: str) -> dict[str, SummaryRecord]:
-    rows = s.scalars(
-        select(MetricSummary).where(MetricSummary.run_id == run_id).order_by(MetricSummary.key)
-    )
+def summaries(conn: Connection, run_id: str) -> dict[str, SummaryRecord]:
+    rows = conn.execute(select(sum_t).where(sum_t.c.run_id == run_id).order_by(sum_t.c.key))
     return {m.key: _summary_record(m) for m in rows}
 
 
 def metric_history(
-    s: Session, run_id: str, keys: Iterable[str] | None = None, *, batches: bool = False
+    conn: Connection, run_id: str, keys: Iterable[str] | None = None, *, batches: bool = False
 ) -> list[MetricPoint]:
-    q = select(Metric).where(Metric.run_id == run_id)
-    q = q.where(Metric.step.is_not(None) if batches else Metric.step.is_(None))
+    q = select(metric_t).where(metric_t.c.run_id == run_id)
+    q = q.where(metric_t.c.step.is_not(None) if batches else metric_t.c.step.is_(None))
     if keys is not None:
-        q = q.where(Metric.key.in_(list(keys)))
-    q = q.order_by(Metric.epoch, Metric.step, Metric.key, Metric.id)
+        q = q.where(metric_t.c.key.in_(list(keys)))
+    q = q.order_by(metric_t.c.epoch, metric_t.c.step, metric_t.c.key, metric_t.c.id)
     return [
         MetricPoint(key=m.key, epoch=m.epoch, step=m.step, value=m.value, time=m.time)
-        for m in s.scalars(q)
+        for m in conn.execute(q)
     ]
 
 
-def metric_keys(s: Session, run_id: str | None) -> list[str]:
-    q = select(MetricSummary.key).distinct().order_by(MetricSummary.key)
+def metric_keys(conn: Connection, run_id: str | None) -> list[str]:
+    q = select(sum_t.c.key).distinct().order_by(sum_t.c.key)
     if run_id is not None:
-        q = q.where(MetricSummary.run_id == run_id)
-    return list(s.scalars(q))
+        q = q.where(sum_t.c.run_id == run_id)
+    return list(conn.scalars(q))
 
 
-def checkpoint_record(c: Checkpoint) -> CheckpointRecord:
-    return CheckpointRecord(**{f.name: getattr(c, f.name) for f in fields(CheckpointRecord)})
+def checkpoint_record(c: Row[Any]) -> CheckpointRecord:
+    return _from_row(CheckpointRecord, c)
 
 
-def checkpoints(s: Session, run_id: str) -> list[CheckpointRecord]:
-    q = select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id)
-    return [checkpoint_record(c) for c in s.scalars(q)]
+def checkpoints(conn: Connection, run_id: str) -> list[CheckpointRecord]:
+    q = select(ck_t).where(ck_t.c.run_id == run_id).order_by(ck_t.c.id)
+    return [checkpoint_record(c) for c in conn.execute(q)]
 
 
-def count_runs(s: Session) -> int:
-    return s.scalar(select(func.count()).select_from(Run)) or 0
+def count_runs(conn: Connection) -> int:
+    return conn.scalar(select(func.count()).select_from(run_t)) or 0
 
 
 # -- several facts of a run at once (CLI) --------------------------------------------------------
 
 
-def resolve_run_ids(s: Session, refs: Iterable[str], now: datetime) -> list[str]:
+def resolve_run_ids(conn: Connection, refs: Iterable[str], now: datetime) -> list[str]:
     """The ids `refs` name, each run once, in the order first named."""
     ids: list[str] = []
     for ref in refs:
-        run_id = resolve_run_id(s, ref, now)
+        run_id = resolve_run_id(conn, ref, now)
         if run_id not in ids:
             ids.append(run_id)
     return ids
 
 
 def run_detail(
-    s: Session, run_id: str, now: datetime, *, keys: Iterable[str] | None = None, history: bool
+    conn: Connection,
+    run_id: str,
+    now: datetime,
+    *,
+    keys: Iterable[str] | None = None,
+    history: bool,
 ) -> RunDetail:
     return RunDetail(
-        run=run_record(s, run_id, now),
-        summaries=summaries(s, run_id),
-        history=metric_history(s, run_id, keys) if history else [],
-        checkpoints=checkpoints(s, run_id),
+        run=run_record(conn, run_id, now),
+        summaries=summaries(conn, run_id),
+        history=metric_history(conn, run_id, keys) if history else [],
+        checkpoints=checkpoints(conn, run_id),
     )
 
 
-def batch_metric_keys(s: Session, run_id: str) -> list[str]:
-    q = select(Metric.key).where(Metric.run_id == run_id, Metric.step.is_not(None))
-    return list(s.scalars(q.distinct().order_by(Metric.key)))
+def batch_metric_keys(conn: Connection, run_id: str) -> list[str]:
+    q = select(metric_t.c.key).where(metric_t.c.run_id == run_id, metric_t.c.step.is_not(None))
+    return list(conn.scalars(q.distinct().order_by(metric_t.c.key)))
 
 
 def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str) -> None:
@@ -379,6 +403,6 @@ def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str) -> 
         raise MetricNotFound(f"no metric {names} {where}; metrics recorded: {listed}")
 
 
-def run_ids(s: Session) -> list[str]:
+def run_ids(conn: Connection) -> list[str]:
     """Every run id, oldest first."""
-    return list(s.scalars(select(Run.id).order_by(Run.started_at, Run.id)))
+    return list(conn.scalars(select(run_t.c.id).order_by(run_t.c.started_at, run_t.c.id)))

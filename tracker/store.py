@@ -1,30 +1,33 @@
-"""The run store: the only place that opens sessions.
+"""The run store: the only place that opens connections and transactions.
 
-One public method is one short transaction (`with self._write() as s` / `self._read()`); private
-helpers take the session as an argument. Nothing here keeps a session open between calls, so a
-training process writing an epoch never blocks `tracker runs list` in another shell.
+One public method is one short transaction (`with self._write() as conn` / `self._read()`);
+helpers in `queries` and `writes` take the connection as an argument. Nothing here keeps a
+transaction open between calls, so a training process writing an epoch never blocks `tracker runs
+list` in another shell.
+
+Statements are SQLAlchemy Core on the tables of `tracker.tables`: the ORM is imported only to merge
+an imported run into one the database already has (`import_runs`), so query commands start fast.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, update
+from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
-from tracker import queries, transfer, writes
+from tracker import queries, writes
 from tracker.config import mask_url, resolve_url
 from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, check_schema, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
-from tracker.models import Checkpoint, Metric, MetricSummary, Param, Run, Tag
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -33,8 +36,13 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
-from tracker.transfer import ImportResult, RunBundle
+from tracker.tables import checkpoints, metric_summaries, metrics, params, runs, tags
 from tracker.writes import utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from tracker.transfer import ImportResult, RunBundle
 
 DEFAULT_HEARTBEAT_S = 30.0
 _LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
@@ -66,9 +74,7 @@ class Store:
         except BaseException:
             self.engine.dispose()
             raise
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(**{WRITE: True})
-        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
 
     @property
     def masked_url(self) -> str:
@@ -86,25 +92,26 @@ class Store:
     # -- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[Session]:
+    def _read(self) -> Iterator[Connection]:
         try:
-            with self._sessions.begin() as s:
-                yield s
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
         except DBAPIError as e:
             if isinstance(e, IntegrityError):
                 raise
             raise wrap_db_error(self.engine, e) from e
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self._write_sessions.begin() as s:
-            yield s
-
-    @contextmanager
-    def _write_conn(self) -> Iterator[Connection]:
-        """A bare connection in a write transaction, for the per-epoch hot path (no ORM)."""
+    def _write(self) -> Iterator[Connection]:
         with self._write_engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def _orm_write(self) -> Iterator[Session]:
+        from sqlalchemy.orm import Session
+
+        with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
+            yield s
 
     def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one write transaction, retrying when SQLite reports a lock held past the timeout."""
@@ -139,37 +146,46 @@ class Store:
         run_id: str | None = None,
         started_at: datetime | None = None,
     ) -> RunRecord:
-        """Start a run in state `running`. Returns its record (with a generated name if none)."""
+        """Start a run in state `running`. Returns its record (with a generated name if none),
+        built from what was written rather than read back: this is on every `fit`'s start."""
         run_id = run_id or uuid.uuid4().hex
-        now = started_at or utcnow()
+        now = (started_at or utcnow()).astimezone(timezone.utc)
+        row = {
+            "id": run_id,
+            "name": name or writes.generated_name(run_id),
+            "status": "running",
+            "stop_details": {},
+            "started_at": now,
+            "heartbeat_at": now,
+            "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
+            "epochs_planned": epochs_planned,
+            "epochs_done": 0,
+            "fit_params": _as_stored(fit_params),
+            "environment": _as_stored(environment),
+            "model": _as_stored(model),
+            "references": [],
+        }
 
         def tx() -> None:
-            with self._write() as s:
-                exp_id = writes.experiment_id(s, experiment)
-                s.add(
-                    Run(
-                        id=run_id,
-                        name=name or writes.generated_name(run_id),
-                        experiment_id=exp_id,
-                        status="running",
-                        stop_details={},
-                        started_at=now,
-                        heartbeat_at=now,
-                        heartbeat_deadline=now + timedelta(seconds=2 * heartbeat_interval),
-                        epochs_planned=epochs_planned,
-                        epochs_done=0,
-                        fit_params=dict(fit_params or {}),
-                        environment=dict(environment or {}),
-                        model=dict(model or {}),
-                        references=[],
-                    )
-                )
-                s.flush()
-                writes.put_params(s, run_id, params or {})
-                writes.put_tags(s, run_id, tags or {})
+            with self._write() as conn:
+                exp_id = writes.experiment_id(conn, experiment)
+                conn.execute(insert(runs), [{**row, "experiment_id": exp_id}])
+                writes.put_params(conn, run_id, params or {})
+                writes.put_tags(conn, run_id, tags or {})
 
         self._retrying(tx)
-        return self.get_run(run_id)
+        status, reason = queries.shown_status(
+            "running", None, row.pop("heartbeat_deadline"), utcnow()
+        )
+        return RunRecord(
+            **{**row, "status": status},
+            experiment=experiment,
+            stop_reason=reason,
+            ended_at=None,
+            last_epoch=None,
+            params={str(k): json.loads(writes.encode_param(v)) for k, v in (params or {}).items()},
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+        )
 
     def log_epoch(
         self,
@@ -188,7 +204,7 @@ class Store:
         points.extend(batches)
 
         def tx() -> None:
-            with self._write_conn() as conn:
+            with self._write() as conn:
                 writes.insert_points(conn, run_id, points)
                 deadline = now + timedelta(seconds=2 * heartbeat_interval)
                 result = conn.exec_driver_sql(
@@ -207,7 +223,7 @@ class Store:
             return 0
 
         def tx() -> None:
-            with self._write_conn() as conn:
+            with self._write() as conn:
                 writes.insert_points(conn, run_id, rows)
 
         self._retrying(tx)
@@ -232,25 +248,25 @@ class Store:
         if value is not None and math.isnan(value):
             value = None
 
+        row = {
+            "run_id": run_id,
+            "epoch": epoch,
+            "batch": batch,
+            "path": path,
+            "kind": kind,
+            "source": source,
+            "monitor": monitor,
+            "value": value,
+            "is_best": is_best,
+            "size": size,
+            "sha256": sha256,
+            "created_at": at or utcnow(),
+        }
+
         def tx() -> CheckpointRecord:
-            with self._write() as s:
-                ck = Checkpoint(
-                    run_id=run_id,
-                    epoch=epoch,
-                    batch=batch,
-                    path=path,
-                    kind=kind,
-                    source=source,
-                    monitor=monitor,
-                    value=value,
-                    is_best=is_best,
-                    size=size,
-                    sha256=sha256,
-                    created_at=at or utcnow(),
-                )
-                s.add(ck)
-                s.flush()
-                return queries.checkpoint_record(ck)
+            with self._write() as conn:
+                result = conn.execute(insert(checkpoints).values(**row))
+                return CheckpointRecord(id=result.inserted_primary_key[0], **row)
 
         return self._retrying(tx)
 
@@ -258,10 +274,10 @@ class Store:
         now = utcnow()
 
         def tx() -> None:
-            with self._write() as s:
-                s.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.status == "running")
+            with self._write() as conn:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id, runs.c.status == "running")
                     .values(
                         heartbeat_at=now, heartbeat_deadline=now + timedelta(seconds=2 * interval)
                     )
@@ -284,8 +300,8 @@ class Store:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
 
         def tx() -> None:
-            with self._write() as s:
-                s.execute(update(Run).where(Run.id == run_id).values(**fields))
+            with self._write() as conn:
+                conn.execute(update(runs).where(runs.c.id == run_id).values(**fields))
 
         self._retrying(tx)
 
@@ -302,10 +318,10 @@ class Store:
         now = at or utcnow()
 
         def tx() -> None:
-            with self._write() as s:
-                s.execute(
-                    update(Run)
-                    .where(Run.id == run_id)
+            with self._write() as conn:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
                     .values(
                         status=status,
                         stop_reason=stop_reason,
@@ -329,8 +345,8 @@ class Store:
         now = utcnow()
 
         def tx() -> str:
-            with self._write() as s:
-                run_id = queries.resolve_run_id(s, ref, now)
+            with self._write() as conn:
+                run_id = queries.resolve_run_id(conn, ref, now)
                 values: dict[str, Any] = {
                     "status": "running",
                     "stop_reason": None,
@@ -341,16 +357,16 @@ class Store:
                 }
                 if epochs_planned is not None:
                     values["epochs_planned"] = epochs_planned
-                s.execute(update(Run).where(Run.id == run_id).values(**values))
+                conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
                 return run_id
 
         return self.get_run(self._retrying(tx))
 
     def set_tags(self, ref: str, tags: Mapping[str, Any]) -> RunRecord:
         def tx() -> str:
-            with self._write() as s:
-                run_id = queries.resolve_run_id(s, ref, utcnow())
-                writes.put_tags(s, run_id, tags)
+            with self._write() as conn:
+                run_id = queries.resolve_run_id(conn, ref, utcnow())
+                writes.put_tags(conn, run_id, tags)
                 return run_id
 
         return self.get_run(self._retrying(tx))
@@ -363,10 +379,10 @@ class Store:
         ids = list(run_ids)
 
         def tx(chunk: list[str]) -> int:
-            with self._write() as s:
-                for model in (Metric, MetricSummary, Checkpoint, Param, Tag):
-                    s.execute(delete(model).where(model.run_id.in_(chunk)))
-                return s.execute(delete(Run).where(Run.id.in_(chunk))).rowcount
+            with self._write() as conn:
+                for table in (metrics, metric_summaries, checkpoints, params, tags):
+                    conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
+                return conn.execute(delete(runs).where(runs.c.id.in_(chunk))).rowcount
 
         deleted = 0
         for i in range(0, len(ids), 100):
@@ -378,11 +394,13 @@ class Store:
 
     def import_runs(self, bundles: Iterable[RunBundle]) -> ImportResult:
         """Add whole runs (or what they lack) in one transaction; see `tracker.transfer`."""
+        from tracker import transfer
+
         bundles = list(bundles)
 
         def tx() -> ImportResult:
-            result = ImportResult()
-            with self._write() as s:
+            result = transfer.ImportResult()
+            with self._orm_write() as s:
                 transfer.import_runs(s, bundles, result)
             return result
 
@@ -392,18 +410,18 @@ class Store:
 
     def resolve_run(self, ref: str) -> str:
         """The id of the run `ref` names: a full id, a unique id prefix, a unique name, `latest`."""
-        with self._read() as s:
-            return queries.resolve_run_id(s, ref, utcnow())
+        with self._read() as conn:
+            return queries.resolve_run_id(conn, ref, utcnow())
 
     def get_run(self, ref: str) -> RunRecord:
-        with self._read() as s:
+        with self._read() as conn:
             now = utcnow()
-            return queries.run_record(s, queries.resolve_run_id(s, ref, now), now)
+            return queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
 
     def list_runs(self, **filters: Any) -> list[RankedRun]:
         """See `queries.list_runs` for the filters."""
-        with self._read() as s:
-            return queries.list_runs(s, utcnow(), **filters)
+        with self._read() as conn:
+            return queries.list_runs(conn, utcnow(), **filters)
 
     def best_runs(
         self,
@@ -415,59 +433,65 @@ class Store:
         top: int = 1,
     ) -> list[RankedRun]:
         """Runs ranked by `metric`: best epoch of each run (`agg="best"`) or its last value."""
-        with self._read() as s:
+        with self._read() as conn:
             return queries.best_runs(
-                s, utcnow(), metric, mode=mode, agg=agg, experiment=experiment, top=top
+                conn, utcnow(), metric, mode=mode, agg=agg, experiment=experiment, top=top
             )
 
     def summaries(self, run_id: str) -> dict[str, SummaryRecord]:
-        with self._read() as s:
-            return queries.summaries(s, run_id)
+        with self._read() as conn:
+            return queries.summaries(conn, run_id)
 
     def metric_history(
         self, run_id: str, keys: Iterable[str] | None = None, *, batches: bool = False
     ) -> list[MetricPoint]:
-        with self._read() as s:
-            return queries.metric_history(s, run_id, keys, batches=batches)
+        with self._read() as conn:
+            return queries.metric_history(conn, run_id, keys, batches=batches)
 
     def checkpoints(self, run_id: str) -> list[CheckpointRecord]:
-        with self._read() as s:
-            return queries.checkpoints(s, run_id)
+        with self._read() as conn:
+            return queries.checkpoints(conn, run_id)
 
     def metric_keys(self, run_id: str | None = None) -> list[str]:
-        with self._read() as s:
-            return queries.metric_keys(s, run_id)
+        with self._read() as conn:
+            return queries.metric_keys(conn, run_id)
 
     def export_run(self, ref: str) -> RunBundle:
         """The run `ref` names with every metric point and checkpoint, for `import_runs`."""
-        with self._read() as s:
-            return transfer.export_run(s, queries.resolve_run_id(s, ref, utcnow()))
+        from tracker import transfer
+
+        with self._read() as conn:
+            return transfer.export_run(conn, queries.resolve_run_id(conn, ref, utcnow()))
 
     def run_ids(self) -> list[str]:
-        with self._read() as s:
-            return queries.run_ids(s)
+        with self._read() as conn:
+            return queries.run_ids(conn)
 
     def get_runs(self, refs: Iterable[str]) -> list[RunRecord]:
         """The runs `refs` name, each once, in the order given; every one must resolve."""
-        with self._read() as s:
+        with self._read() as conn:
             now = utcnow()
-            return [queries.run_record(s, i, now) for i in queries.resolve_run_ids(s, refs, now)]
+            return [
+                queries.run_record(conn, i, now) for i in queries.resolve_run_ids(conn, refs, now)
+            ]
 
     def list_runs_checked(self, **filters: Any) -> list[RankedRun]:
         """`list_runs`, but a `metric` or `sort` that no run recorded raises `MetricNotFound`
         (naming the metrics that exist) instead of showing an empty column."""
-        with self._read() as s:
+        with self._read() as conn:
             wanted = [m for m in (filters.get("sort"), filters.get("metric")) if m]
-            known = queries.metric_keys(s, None)
+            known = queries.metric_keys(conn, None)
             if known:
                 queries.require_metrics(wanted, known, "in this database")
-            return queries.list_runs(s, utcnow(), **filters)
+            return queries.list_runs(conn, utcnow(), **filters)
 
     def run_detail(self, ref: str, *, history: bool = True) -> RunDetail:
         """The run `ref` names with its summaries, checkpoints and epoch history."""
-        with self._read() as s:
+        with self._read() as conn:
             now = utcnow()
-            return queries.run_detail(s, queries.resolve_run_id(s, ref, now), now, history=history)
+            return queries.run_detail(
+                conn, queries.resolve_run_id(conn, ref, now), now, history=history
+            )
 
     def run_details(
         self, refs: Iterable[str], keys: Iterable[str] | None = None
@@ -478,10 +502,10 @@ class Store:
             MetricNotFound: one of `keys` was recorded by none of the runs.
         """
         keys = None if keys is None else list(keys)
-        with self._read() as s:
+        with self._read() as conn:
             now = utcnow()
-            ids = queries.resolve_run_ids(s, refs, now)
-            details = [queries.run_detail(s, i, now, keys=keys, history=True) for i in ids]
+            ids = queries.resolve_run_ids(conn, refs, now)
+            details = [queries.run_detail(conn, i, now, keys=keys, history=True) for i in ids]
         if keys:
             known = {k for d in details for k in d.summaries}
             queries.require_metrics(keys, known, "in these runs")
@@ -496,14 +520,21 @@ class Store:
             MetricNotFound: one of `keys` is not recorded by the run.
         """
         keys = None if keys is None else list(keys)
-        with self._read() as s:
+        with self._read() as conn:
             now = utcnow()
-            run = queries.run_record(s, queries.resolve_run_id(s, ref, now), now)
+            run = queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
             if keys:
-                known = (queries.batch_metric_keys if batches else queries.metric_keys)(s, run.id)
+                known = (queries.batch_metric_keys if batches else queries.metric_keys)(
+                    conn, run.id
+                )
                 level = "batch" if batches else "epoch"
                 queries.require_metrics(keys, known, f"at {level} level in run {run.short_id}")
-            return run, queries.metric_history(s, run.id, keys, batches=batches)
+            return run, queries.metric_history(conn, run.id, keys, batches=batches)
+
+
+def _as_stored(facts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`facts` as a JSON column gives them back (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(dict(facts or {})))
 
 
 def open_store(url: str | None = None, **kwargs: Any) -> Store:

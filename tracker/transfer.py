@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
-from tracker import queries, writes
-from tracker.models import Checkpoint, Metric, Param, Run, Tag
+from tracker import queries, tables, writes
+from tracker.models import Checkpoint, Metric, Run
 from tracker.records import CheckpointRecord, MetricPoint, RunRecord
 
 _FINAL = ("finished", "failed", "interrupted", "crashed")
@@ -36,14 +36,14 @@ class ImportResult:
     checkpoints: int = 0
 
 
-def export_run(s: Session, run_id: str) -> RunBundle:
+def export_run(conn: Connection, run_id: str) -> RunBundle:
     now = writes.utcnow()
-    epochs = queries.metric_history(s, run_id)
-    batches = queries.metric_history(s, run_id, batches=True)
+    epochs = queries.metric_history(conn, run_id)
+    batches = queries.metric_history(conn, run_id, batches=True)
     return RunBundle(
-        run=queries.run_record(s, run_id, now),
+        run=queries.run_record(conn, run_id, now),
         points=epochs + batches,
-        checkpoints=queries.checkpoints(s, run_id),
+        checkpoints=queries.checkpoints(conn, run_id),
     )
 
 
@@ -66,7 +66,7 @@ def import_runs(s: Session, bundles: list[RunBundle], result: ImportResult) -> N
 def _create_many(s: Session, bundles: list[RunBundle]) -> None:
     conn = s.connection()
     experiments = {
-        name: writes.experiment_id(s, name) for name in {b.run.experiment for b in bundles}
+        name: writes.experiment_id(conn, name) for name in {b.run.experiment for b in bundles}
     }
     runs, params, tags, checkpoints, points = [], [], [], [], []
     for b in bundles:
@@ -81,10 +81,14 @@ def _create_many(s: Session, bundles: list[RunBundle]) -> None:
         tags += [{"run_id": r.id, "key": k, "value": str(v)} for k, v in r.tags.items()]
         checkpoints += [{**_checkpoint_row(c), "run_id": r.id} for c in b.checkpoints]
         points.append((r.id, b.points))
-    conn.execute(insert(Run.__table__), runs)
-    for table, rows in ((Param, params), (Tag, tags), (Checkpoint, checkpoints)):
+    conn.execute(insert(tables.runs), runs)
+    for table, rows in (
+        (tables.params, params),
+        (tables.tags, tags),
+        (tables.checkpoints, checkpoints),
+    ):
         if rows:
-            conn.execute(insert(table.__table__), rows)
+            conn.execute(insert(table), rows)
     writes.insert_points_of_runs(conn, points)
 
 
@@ -138,13 +142,14 @@ def import_run(s: Session, bundle: RunBundle, result: ImportResult) -> None:
         run.last_epoch = max(new_epochs | {run.last_epoch if run.last_epoch is not None else -1})
     if existing is not None and (run.status not in _FINAL or r.status in _FINAL):
         _copy_outcome(run, r)
-    writes.put_params(s, r.id, r.params)
-    writes.put_tags(s, r.id, r.tags)
+    writes.put_params(s.connection(), r.id, r.params)
+    writes.put_tags(s.connection(), r.id, r.tags)
     result.checkpoints += _import_checkpoints(s, r.id, bundle.checkpoints)
 
 
 def _create(s: Session, r: RunRecord) -> None:
-    s.execute(insert(Run.__table__), [_run_row(r, writes.experiment_id(s, r.experiment))])
+    exp_id = writes.experiment_id(s.connection(), r.experiment)
+    s.execute(insert(tables.runs), [_run_row(r, exp_id)])
 
 
 def _copy_outcome(run: Run, r: RunRecord) -> None:
@@ -165,6 +170,6 @@ def _import_checkpoints(s: Session, run_id: str, cks: list[CheckpointRecord]) ->
     for c in cks:
         if (c.epoch, c.batch, c.path, c.sha256) in have:
             continue
-        s.execute(insert(Checkpoint.__table__), [{**_checkpoint_row(c), "run_id": run_id}])
+        s.execute(insert(tables.checkpoints), [{**_checkpoint_row(c), "run_id": run_id}])
         added += 1
     return added

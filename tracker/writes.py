@@ -1,4 +1,4 @@
-"""Write helpers of the store, each working inside the caller's session (and so its transaction).
+"""Write helpers of the store, each working inside the caller's connection (and so its transaction).
 
 `fold` keeps a metric's summary (first, last, min, max) in step with the rows written in the
 same transaction; rankings read the summary and never the history.
@@ -12,12 +12,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, or_, select
+from sqlalchemy import Connection, Table, and_, case, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from tracker.models import Experiment, MetricSummary, Param, Tag
 from tracker.records import MetricPoint
+from tracker.tables import experiments, metric_summaries, params, tags
 
 _ADJECTIVES = [
     "amber",
@@ -75,27 +74,37 @@ def generated_name(run_id: str) -> str:
     return f"{_ADJECTIVES[n % len(_ADJECTIVES)]}-{_NOUNS[(n // 97) % len(_NOUNS)]}-{run_id[:4]}"
 
 
-def experiment_id(s: Session, name: str) -> int:
-    found = s.scalar(select(Experiment.id).where(Experiment.name == name))
+def experiment_id(conn: Connection, name: str) -> int:
+    """The experiment's id, creating it on first use."""
+    q = select(experiments.c.id).where(experiments.c.name == name)
+    found = conn.scalar(q)
     if found is not None:
         return found
     try:
-        with s.begin_nested():  # another process may create the same experiment right now
-            exp = Experiment(name=name, created_at=utcnow())
-            s.add(exp)
-        return exp.id
+        with conn.begin_nested():  # another process may create the same experiment right now
+            result = conn.execute(insert(experiments).values(name=name, created_at=utcnow()))
+        return result.inserted_primary_key[0]
     except IntegrityError:
-        return s.scalars(select(Experiment.id).where(Experiment.name == name)).one()
+        return conn.execute(q).scalar_one()
 
 
-def put_params(s: Session, run_id: str, params: Mapping[str, Any]) -> None:
-    for key, value in params.items():
-        s.merge(Param(run_id=run_id, key=str(key), value=encode_param(value)))
+def put_params(conn: Connection, run_id: str, values: Mapping[str, Any]) -> None:
+    """Set params as JSON text (so 3 and "3" stay apart), replacing those of the same key."""
+    _replace(conn, params, run_id, {str(k): encode_param(v) for k, v in values.items()})
 
 
-def put_tags(s: Session, run_id: str, tags: Mapping[str, Any]) -> None:
-    for key, value in tags.items():
-        s.merge(Tag(run_id=run_id, key=str(key), value=str(value)))
+def put_tags(conn: Connection, run_id: str, values: Mapping[str, Any]) -> None:
+    _replace(conn, tags, run_id, {str(k): str(v) for k, v in values.items()})
+
+
+def _replace(conn: Connection, table: Table, run_id: str, values: dict[str, str]) -> None:
+    if not values:
+        return
+    c = table.c
+    conn.execute(delete(table).where(c.run_id == run_id, c.key.in_(list(values))))
+    conn.execute(
+        insert(table), [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()]
+    )
 
 
 def point_rows(run_id: str, points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
@@ -231,7 +240,7 @@ def _summary_upsert(conn: Connection) -> tuple[str, tuple[str, ...] | None]:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     else:
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    table = MetricSummary.__table__
+    table = metric_summaries
     stmt = dialect_insert(table)
     new, old = stmt.excluded, table.c
 
