@@ -11,7 +11,7 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -96,7 +96,7 @@ def _params_tags(conn: Connection, run_ids: list[str]) -> tuple[dict[str, dict],
     return params, tags
 
 
-def _records(conn: Connection, rows: list[Row[Any]], now: datetime) -> list[RunRecord]:
+def _records(conn: Connection, rows: Sequence[Row[Any]], now: datetime) -> list[RunRecord]:
     params, tags = _params_tags(conn, [r.id for r in rows])
     return [_record(r, r.experiment_name, params[r.id], tags[r.id], now) for r in rows]
 

@@ -150,7 +150,7 @@ class Store:
         built from what was written rather than read back: this is on every `fit`'s start."""
         run_id = run_id or uuid.uuid4().hex
         now = (started_at or utcnow()).astimezone(timezone.utc)
-        row = {
+        row: dict[str, Any] = {
             "id": run_id,
             "name": name or writes.generated_name(run_id),
             "status": "running",
@@ -248,7 +248,7 @@ class Store:
         if value is not None and math.isnan(value):
             value = None
 
-        row = {
+        row: dict[str, Any] = {
             "run_id": run_id,
             "epoch": epoch,
             "batch": batch,
@@ -265,8 +265,8 @@ class Store:
 
         def tx() -> CheckpointRecord:
             with self._write() as conn:
-                result = conn.execute(insert(checkpoints).values(**row))
-                return CheckpointRecord(id=result.inserted_primary_key[0], **row)
+                stmt = insert(checkpoints).values(**row).returning(checkpoints.c.id)
+                return CheckpointRecord(id=conn.execute(stmt).scalar_one(), **row)
 
         return self._retrying(tx)
 

@@ -82,8 +82,8 @@ def experiment_id(conn: Connection, name: str) -> int:
         return found
     try:
         with conn.begin_nested():  # another process may create the same experiment right now
-            result = conn.execute(insert(experiments).values(name=name, created_at=utcnow()))
-        return result.inserted_primary_key[0]
+            stmt = insert(experiments).values(name=name, created_at=utcnow())
+            return conn.execute(stmt.returning(experiments.c.id)).scalar_one()
     except IntegrityError:
         return conn.execute(q).scalar_one()
 
@@ -237,11 +237,11 @@ def _summary_upsert(conn: Connection) -> tuple[str, tuple[str, ...] | None]:
     if dialect in _UPSERTS:
         return _UPSERTS[dialect]
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects import sqlite as dialect_module
     else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects import postgresql as dialect_module  # type: ignore[no-redef]
     table = metric_summaries
-    stmt = dialect_insert(table)
+    stmt = dialect_module.insert(table)
     new, old = stmt.excluded, table.c
 
     def take(cond: Any, col: str) -> Any:
@@ -271,6 +271,6 @@ def _summary_upsert(conn: Connection) -> tuple[str, tuple[str, ...] | None]:
     )
     # Compiled once to the driver's SQL: the statement then runs as a plain executemany.
     compiled = stmt.compile(dialect=conn.dialect)
-    names = tuple(compiled.positiontup) if compiled.positional else None
+    names = tuple(compiled.positiontup or ()) if compiled.positional else None
     _UPSERTS[dialect] = (compiled.string, names)
     return _UPSERTS[dialect]
