@@ -160,6 +160,15 @@ def test_list_mode_for_an_ambiguous_metric(db_url, store: Store):
     assert [(r["name"], r["value"]) for r in rows] == [("fast", 300.0), ("slow", 200.0)]
 
 
+def test_list_shows_the_last_value_of_a_metric_whose_direction_is_unknown(db_url, store: Store):
+    seed_run(store, {"throughput": [100.0, 300.0, 200.0]}, name="fast")
+    rows = ok_json(db_url, "runs", "list", "--metric", "throughput")
+    assert [(r["value"], r["epoch"], r["agg"], r["mode"]) for r in rows] == [
+        (200.0, 2, "last", None)
+    ]
+    assert "last throughput" in run(db_url, "runs", "list", "--metric", "throughput").output
+
+
 # -- runs show ----------------------------------------------------------------------------------
 
 

@@ -205,7 +205,7 @@ def list_runs(
         except TrackerError:
             if sort:
                 raise
-            resolved = "min"  # only shown, nothing is ranked: a loss-like default is harmless
+            agg = "last"  # only shown and its direction unknown: "best" means nothing, show last
     if sort:
         col = _value_column(agg, resolved or "min")
         q = q.outerjoin(sum_t, and_(sum_t.c.run_id == run_t.c.id, sum_t.c.key == sort)).order_by(
