@@ -270,6 +270,8 @@ def test_show_table_has_every_section(db_url, detailed):
     assert "dense (Dense)" in out  # the model summary as Keras printed it
     assert "Epochs\n  epoch  accuracy  loss  val_loss     lr\n" in out
     assert "restored_epoch        1" in out
+    # nested configs get a line per leaf
+    assert "\n  optimizer.class          Adam\n  optimizer.learning_rate  0.001\n" in out
     checkpoints = out.split("Checkpoints\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert [line.split()[1] for line in checkpoints[1:]] == ["ok", "missing", "modified"]
     assert "tensorboard" in out.split("References", 1)[1]

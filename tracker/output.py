@@ -163,9 +163,26 @@ def to_csv(table: Table) -> str:
 
 
 def key_values(title: str, values: dict[str, Any], *, sort: bool = True) -> Table:
-    """A titled listing of `key  value` lines, sorted by key unless `sort` is False."""
+    """A titled listing of `key  value` lines, sorted by key unless `sort` is False. Nested
+    configs get a line per leaf (`optimizer.config.learning_rate`), as W&B shows them."""
+    values = flatten(values)
     keys = sorted(values) if sort else list(values)
     return Table(["key", "value"], [[k, values[k]] for k in keys], title, header=False)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dicts (and lists of dicts) as dotted keys; other lists stay one value."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{key}."))
+        elif isinstance(v, list) and v and all(isinstance(i, dict) and i for i in v):
+            for n, item in enumerate(v):
+                out.update(flatten(item, f"{key}[{n}]."))
+        else:
+            out[key] = v
+    return out
 
 
 # -- sparklines -------------------------------------------------------------------------------
