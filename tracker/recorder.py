@@ -9,10 +9,17 @@ run's creation first. `tracker sync` later moves spooled runs into the database,
 
 The heartbeat thread lives here too; it also watches that `fit` is still running, because Keras
 calls no hook when `fit` dies of an exception it did not route through the callbacks.
+
+The store a recorder opens from a URL is kept for the process (`shared_store`): the next `fit`
+(Keras Tuner, sweeps, a notebook) reuses its engine instead of connecting and checking the schema
+again. A forked child never uses its parent's engine, a SQLite file replaced or deleted since is
+opened afresh, and a store that failed a write is dropped so the next `fit` starts clean.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
 import time
 import warnings
@@ -22,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from tracker.config import mask_url
+from tracker.config import mask_url, sqlite_path
 from tracker.errors import DatabaseUnavailable
 from tracker.store import Store, open_store
 
@@ -31,6 +38,87 @@ RETRY_BUDGET_S = 2.0  # past this the database counts as away and the spool take
 CALLBACK_BUSY_TIMEOUT_S = 5.0
 
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+_SHARED_MAX = 8  # stores kept open at once; the least recently used is closed past this
+
+
+class _SharedStores:
+    """The stores the callbacks of this process opened, by URL and busy timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        # key -> (store, identity of the SQLite file when opened); oldest use first
+        self._stores: dict[tuple[str, float], tuple[Store, tuple[int, int] | None]] = {}
+        self._inherited: list[Store] = []  # a parent's engines: kept, never used or closed
+
+    def get(self, url: str, busy_timeout: float) -> Store:
+        key = (url, busy_timeout)
+        file = sqlite_path(url)
+        if file is not None and not file.is_absolute():
+            # A relative path follows the working directory: no sharing.
+            return open_store(url, busy_timeout=busy_timeout)
+        with self._lock:
+            self._after_fork()
+            entry = self._stores.pop(key, None)
+            if entry is not None:
+                store, ident = entry
+                if file is None or _identity(file) == ident:
+                    self._stores[key] = entry  # most recently used last
+                    return store
+                store.close()  # the file was deleted or replaced since: open the new one
+            store = open_store(url, busy_timeout=busy_timeout)  # raises: nothing is kept
+            self._stores[key] = (store, _identity(file) if file is not None else None)
+            while len(self._stores) > _SHARED_MAX:
+                oldest = next(iter(self._stores))
+                self._stores.pop(oldest)[0].close()  # a recorder still on it just reconnects
+            return store
+
+    def discard(self, store: Store) -> None:
+        """Stop sharing `store` (it failed): the next `get` opens a new one."""
+        with self._lock:
+            for key, (kept, _) in list(self._stores.items()):
+                if kept is store:
+                    del self._stores[key]
+
+    def shared(self, store: Store) -> bool:
+        with self._lock:
+            return any(kept is store for kept, _ in self._stores.values())
+
+    def close_all(self) -> None:
+        with self._lock:
+            if os.getpid() != self._pid:
+                return  # a forked child exiting: the parent's connections are not ours
+            stores = [store for store, _ in self._stores.values()]
+            self._stores.clear()
+        for store in stores:
+            store.close()
+
+    def _after_fork(self) -> None:
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            # Their connections are the parent's (and a PostgreSQL socket is shared with it):
+            # neither used nor closed here, only kept from the garbage collector.
+            self._inherited += [store for store, _ in self._stores.values()]
+            self._stores.clear()
+
+
+def _identity(file: Path) -> tuple[int, int] | None:
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+_SHARED = _SharedStores()
+atexit.register(_SHARED.close_all)
+
+
+def shared_store(url: str, busy_timeout: float = CALLBACK_BUSY_TIMEOUT_S) -> Store:
+    """The process's open store for `url`, opened on first use."""
+    return _SHARED.get(url, busy_timeout)
 
 
 def _transient(e: Exception) -> bool:
@@ -49,7 +137,7 @@ class RunRecorder:
     ) -> None:
         self._url = url
         self._store = store
-        self._owns_store = store is None
+        self._shared = store is None  # opened through `shared_store`, which owns it
         self._spool_path = spool_path
         self._spool: Store | None = None
         self._retry_delays = retry_delays
@@ -73,7 +161,8 @@ class RunRecorder:
         if self._spool is not None:
             return self._spool
         if self._store is None:
-            self._store = open_store(self._url, busy_timeout=CALLBACK_BUSY_TIMEOUT_S)
+            assert self._url is not None
+            self._store = shared_store(self._url, CALLBACK_BUSY_TIMEOUT_S)
         return self._store
 
     def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
@@ -102,6 +191,8 @@ class RunRecorder:
             try:
                 result = getattr(self._target(), op)(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - training must go on whatever the store does
+                if self._shared and self._store is not None and self._spool is None:
+                    _SHARED.discard(self._store)  # the next `fit` opens the database afresh
                 if not _transient(e):
                     self._warn(f"tracker dropped one write ({op}: {type(e).__name__}: {e})")
                     self._pending.pop(0)
@@ -197,8 +288,9 @@ class RunRecorder:
 
     def close(self) -> None:
         self.stop_heartbeat()
-        if self._owns_store and self._store is not None:
-            self._store.close()
+        if self._shared and self._store is not None:
+            if not _SHARED.shared(self._store):
+                self._store.close()  # dropped from sharing when it failed: nobody else uses it
             self._store = None
         if self._spool is not None:
             self._spool.close()
