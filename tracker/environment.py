@@ -1,4 +1,9 @@
-"""What the run ran on: versions, host, git state, command line. Gathered once per run."""
+"""What the run ran on: versions, host, git state, command line. Gathered once per run.
+
+What cannot change while the process lives (versions, host, platform) is looked up once per process;
+the git state is read again for every run (code may be edited or committed between two `fit`s), with
+one `git` process in a repository and none outside one.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ import platform
 import socket
 import subprocess
 import sys
+from functools import cache
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 
+@cache
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -28,9 +36,50 @@ def _git(*args: str, cwd: str) -> str | None:
     return out.stdout.strip()
 
 
+def _maybe_in_repository(cwd: str) -> bool:
+    """False only when git surely finds no repository from `cwd` (so none need be asked): no
+    `.git` in it or above it, none of them a repository itself, no GIT_DIR / GIT_WORK_TREE."""
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        return True
+    try:
+        here = Path(cwd).resolve()
+        for d in (here, *here.parents):
+            if os.path.lexists(d / ".git"):
+                return True
+            if (d / "HEAD").is_file() and (d / "objects").is_dir() and (d / "refs").is_dir():
+                return True  # a bare repository, or a .git directory itself
+    except OSError:
+        return True
+    return False
+
+
 def git_state(cwd: str | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the repository around `cwd`; empty outside a repository."""
+    """Commit, branch and dirty flag of the repository around `cwd`; empty outside one."""
     cwd = cwd or os.getcwd()
+    if not _maybe_in_repository(cwd):
+        return {}
+    # One process for all three facts: the header of `status --branch` names commit and branch.
+    out = _git("status", "--porcelain=v2", "--branch", "--untracked-files=no", cwd=cwd)
+    if out is not None:
+        lines = out.splitlines()
+        heads = dict(
+            line[2:].split(" ", 1) for line in lines if line.startswith("# ") and " " in line[2:]
+        )
+        commit = heads.get("branch.oid")
+        if commit is None:
+            return _git_state_by_parts(cwd)
+        if commit == "(initial)":
+            return {}  # no commit yet
+        branch = heads.get("branch.head")
+        return {
+            "git_commit": commit,
+            "git_dirty": any(not line.startswith("#") for line in lines),
+            "git_branch": "HEAD" if branch in (None, "(detached)") else branch,
+        }
+    return _git_state_by_parts(cwd)  # no work tree (a bare repository), or an older git
+
+
+def _git_state_by_parts(cwd: str) -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD", cwd=cwd)
     if not commit:
         return {}
@@ -42,16 +91,27 @@ def git_state(cwd: str | None = None) -> dict[str, Any]:
     }
 
 
-def collect_environment() -> dict[str, Any]:
-    tf = sys.modules.get("tensorflow")
-    keras = sys.modules.get("keras")
-    env: dict[str, Any] = {
+@cache
+def _machine() -> dict[str, Any]:
+    return {
         "python": platform.python_version(),
-        "tensorflow": getattr(tf, "__version__", None) or _version("tensorflow"),
-        "keras": getattr(keras, "__version__", None) or _version("keras"),
         "tracker": _version("tracker"),
         "host": socket.gethostname(),
         "platform": platform.platform(),
+    }
+
+
+def collect_environment() -> dict[str, Any]:
+    tf = sys.modules.get("tensorflow")
+    keras = sys.modules.get("keras")
+    machine = _machine()
+    env: dict[str, Any] = {
+        "python": machine["python"],
+        "tensorflow": getattr(tf, "__version__", None) or _version("tensorflow"),
+        "keras": getattr(keras, "__version__", None) or _version("keras"),
+        "tracker": machine["tracker"],
+        "host": machine["host"],
+        "platform": machine["platform"],
         "pid": os.getpid(),
         "cwd": os.getcwd(),
         "command": [sys.executable, *sys.argv],

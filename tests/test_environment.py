@@ -1,0 +1,83 @@
+"""The git state recorded with a run: one `git` process in a repository, none outside one."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tracker import environment
+from tracker.environment import _git_state_by_parts, collect_environment, git_state
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def _git(cwd, *args):
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def repo(tmp_path):
+    path = tmp_path / "repo"
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "work")
+    return path
+
+
+def _commit(repo, name="a.txt", text="a"):
+    (repo / name).write_text(text)
+    _git(repo, "add", name)
+    _git(repo, "commit", "-q", "-m", name)
+
+
+def test_outside_a_repository_no_git_process_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    monkeypatch.delenv("GIT_WORK_TREE", raising=False)
+    if environment._maybe_in_repository(str(tmp_path)):
+        pytest.skip("the temporary folder lies inside a git repository")
+    calls = []
+    monkeypatch.setattr(environment, "_git", lambda *a, **k: calls.append(a))
+    assert git_state(str(tmp_path)) == {} and calls == []
+
+
+def test_a_repository_without_commits_has_no_state(repo):
+    assert git_state(str(repo)) == {} == _git_state_by_parts(str(repo))
+
+
+def test_commit_branch_and_dirty_flag_as_three_git_calls_gave_them(repo):
+    _commit(repo)
+    clean = git_state(str(repo))
+    assert clean["git_branch"] == "work" and clean["git_dirty"] is False
+    assert clean == _git_state_by_parts(str(repo))
+    (repo / "untracked.txt").write_text("x")  # untracked files do not make the tree dirty
+    assert git_state(str(repo)) == clean
+    (repo / "a.txt").write_text("changed")
+    dirty = git_state(str(repo))
+    assert dirty == {**clean, "git_dirty": True} == _git_state_by_parts(str(repo))
+    sub = repo / "sub"
+    sub.mkdir()
+    assert git_state(str(sub)) == dirty  # from a folder inside the work tree too
+
+
+def test_detached_head_is_named_head(repo):
+    _commit(repo)
+    _commit(repo, "b.txt")
+    _git(repo, "checkout", "-q", "HEAD~1")
+    state = git_state(str(repo))
+    assert state["git_branch"] == "HEAD" and state == _git_state_by_parts(str(repo))
+
+
+def test_each_run_reads_the_git_state_again(repo, monkeypatch):
+    _commit(repo)
+    monkeypatch.chdir(repo)
+    first = collect_environment()
+    _commit(repo, "b.txt")
+    second = collect_environment()
+    assert first["git_commit"] != second["git_commit"]
+    assert second["python"] == first["python"] and second["host"] == first["host"]
