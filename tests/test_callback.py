@@ -298,6 +298,30 @@ def test_batch_logging_buffers_points(store, tmp_path):
     fit(model(), [cb], epochs=2)
     points = store.metric_history(cb.run_id, ["loss"], batches=True)
     assert [(p.epoch, p.step) for p in points] == [(e, b) for e in (0, 1) for b in (0, 2, 4)]
+    # Each batch keeps the time it ended: in order, after the start, before its epoch's end.
+    run = store.get_run(cb.run_id)
+    ends = {p.epoch: p.time for p in store.metric_history(cb.run_id, ["loss"])}
+    times = [p.time for p in points]
+    assert times == sorted(times) and times[0] >= run.started_at
+    assert all(p.time <= ends[p.epoch] for p in points)
+    assert len(set(times)) == len(times)
+
+
+def test_callbacks_given_a_url_share_one_store_across_fits(tmp_path):
+    from tracker import open_store
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    m = model()
+    first = TrackingCallback(db=url, artifacts_dir=tmp_path / "a")
+    fit(m, [first], epochs=2)
+    second = TrackingCallback(db=url, artifacts_dir=tmp_path / "a", log_every_n_batches=1)
+    fit(m, [second], epochs=1)
+    assert second._recorder._target() is first._recorder._target()
+    with open_store(url) as s:
+        assert [s.get_run(cb.run_id).epochs_done for cb in (first, second)] == [2, 1]
+        assert s.get_run(second.run_id).status == "finished"
+        steps = [p.step for p in s.metric_history(second.run_id, ["loss"], batches=True)]
+        assert steps == [0, 1, 2, 3, 4]
 
 
 def test_async_dispatch_stays_on(store, tmp_path, monkeypatch):

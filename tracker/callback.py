@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,9 @@ class TrackingCallback(keras.callbacks.Callback):
         self._epoch_started = 0.0
         self._epoch_lr: float | None = None
         self._logged_epoch: int | None = None
-        self._batch: int | None = None
-        self._batch_points: list[MetricPoint] = []
+        # Kept batches as Keras gave them, (epoch, batch, time.time(), logs): turned into metric
+        # points only when they are written, so each batch costs one append.
+        self._batches: list[tuple[int, int, float, dict[str, Any]]] = []
         self._checkpoints: CheckpointKeeper | None = None
         self._stopper: tuple[Any, int | None, int | None] | None = None
         self._warned_values = False
@@ -252,14 +254,20 @@ class TrackingCallback(keras.callbacks.Callback):
             self._after_train_end(logs)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self._active:
-            return
-        self._batch = batch
         n = self.log_every_n_batches
-        if n and batch % n == 0 and logs and self._epoch is not None:
-            now = utcnow()
+        if n and self._active and batch % n == 0 and logs and self._epoch is not None:
+            # A copy: another callback may still change the dict Keras hands to all of them.
+            self._batches.append((self._epoch, batch, time.time(), dict(logs)))
+
+    def _batch_points(self) -> list[MetricPoint]:
+        """The batches kept since the last write, as metric points; the buffer is emptied."""
+        kept, self._batches = self._batches, []
+        points = []
+        for epoch, batch, stamp, logs in kept:
+            when = datetime.fromtimestamp(stamp, timezone.utc)
             for key, value in self._floats(logs).items():
-                self._batch_points.append(MetricPoint(key, self._epoch, batch, value, now))
+                points.append(MetricPoint(key, epoch, batch, value, when))
+        return points
 
     # -- epochs ---------------------------------------------------------------------------------
 
@@ -276,13 +284,12 @@ class TrackingCallback(keras.callbacks.Callback):
             values.setdefault("lr", self._epoch_lr)
         if self._epoch == epoch and self._epoch_started:
             values["epoch_time_s"] = time.perf_counter() - self._epoch_started
-        batches, self._batch_points = self._batch_points, []
         self._recorder.call(
             "log_epoch",
             self.run_id,
             epoch,
             values,
-            batches=batches,
+            batches=self._batch_points(),
             heartbeat_interval=self.heartbeat_interval,
         )
         self._logged_epoch = epoch
@@ -361,9 +368,8 @@ class TrackingCallback(keras.callbacks.Callback):
             self._checkpoints.flush(self.model)
         recorder = self._recorder
         recorder.stop_heartbeat()
-        if self._batch_points and self._epoch is not None:
-            recorder.call("log_batch_metrics", self.run_id, self._batch_points)
-            self._batch_points = []
+        if self._batches:
+            recorder.call("log_batch_metrics", self.run_id, self._batch_points())
         recorder.call(
             "finish_run",
             self.run_id,
