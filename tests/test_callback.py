@@ -423,3 +423,28 @@ def test_best_weights_kept_in_memory_are_written_when_fit_fails(store, tmp_path)
     assert own[0].epoch == 0  # the first best is written at once
     assert own[-1].epoch == int(np.argmin(losses)) and checkpoints.state(own[-1]) == "ok"
     assert len(own) <= 2  # not one file write per improvement
+
+
+def test_model_summary_is_drawn_again_only_when_the_model_changed(store, tmp_path, monkeypatch):
+    m = model()
+    fit(m, [_cb(store, tmp_path)], epochs=1)  # the summary drawn before the optimizer is built
+    fit(m, [_cb(store, tmp_path)], epochs=1)  # and after: it now counts the optimizer's state
+    real = type(m).summary
+    drawn = []
+
+    def summary(self, *args, **kwargs):
+        drawn.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(m), "summary", summary)
+    same = _cb(store, tmp_path)
+    fit(m, [same], epochs=1)
+    assert drawn == []  # fitted again unchanged: the text of the last run is reused
+    m.layers[0].trainable = False
+    m.compile(optimizer=keras.optimizers.SGD(0.05), loss="binary_crossentropy")
+    changed = _cb(store, tmp_path)
+    fit(m, [changed], epochs=1)
+    assert drawn == [m]
+    text = store.get_run(changed.run_id).model["summary"]
+    assert text != store.get_run(same.run_id).model["summary"]
+    assert "Non-trainable params: 20" in text

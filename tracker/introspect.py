@@ -6,9 +6,12 @@ Keras nor TensorFlow and each reader can be tried on plain objects.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
+import weakref
 from typing import Any
 
 FIT_ARGS = (
@@ -95,16 +98,58 @@ def model_info(model: Any) -> dict[str, Any]:
         info["architecture"] = json.loads(model.to_json())
     except Exception:  # noqa: BLE001 - subclassed models have no JSON form
         info["architecture"] = None
-    lines: list[str] = []
-    try:
-        model.summary(print_fn=lambda line, *a, **k: lines.append(line))
-        info["summary"] = "\n".join(lines)
-    except Exception:  # noqa: BLE001
-        info["summary"] = None
+    info["summary"] = _summary(model, info)
     opt = getattr(model, "optimizer", None)
     if opt is not None:
         info["optimizer"] = {"class": type(opt).__name__, "config": _config(opt)}
     return info
+
+
+# model -> (what its summary is drawn from, the summary): a model fitted again is not drawn again.
+_SUMMARIES: weakref.WeakKeyDictionary[Any, tuple[Any, str | None]] = weakref.WeakKeyDictionary()
+
+
+def _summary_inputs(model: Any, info: dict[str, Any]) -> Any:
+    """All `Model.summary` shows: the layers (name, class, built), the weight counts, the
+    optimizer's variables and the console width."""
+    layers = tuple(
+        (id(layer), getattr(layer, "name", None), type(layer), getattr(layer, "built", None))
+        for layer in getattr(model, "layers", ())
+    )
+    opt = getattr(model, "optimizer", None)
+    opt_vars = getattr(opt, "variables", None) if getattr(opt, "built", False) else None
+    return (
+        getattr(model, "name", None),
+        layers,
+        info.get("trainable_params"),
+        info.get("non_trainable_params"),
+        getattr(model, "compiled", None),
+        id(opt),
+        None if opt_vars is None else (len(opt_vars), _count(opt_vars)),
+        shutil.get_terminal_size(),
+    )
+
+
+def _summary(model: Any, info: dict[str, Any]) -> str | None:
+    """`model.summary()` as text (None when it cannot be had), drawn again only when what it shows
+    has changed since the model's last run."""
+    try:
+        inputs = _summary_inputs(model, info)
+        kept = _SUMMARIES.get(model)
+    except Exception:  # noqa: BLE001 - not weak-referenceable or not hashable: no reuse
+        inputs = kept = None
+    if kept is not None and kept[0] == inputs:
+        return kept[1]
+    lines: list[str] = []
+    try:
+        model.summary(print_fn=lambda line, *a, **k: lines.append(line))
+        text: str | None = "\n".join(lines)
+    except Exception:  # noqa: BLE001
+        text = None
+    if inputs is not None:
+        with contextlib.suppress(Exception):
+            _SUMMARIES[model] = (inputs, text)
+    return text
 
 
 def _config(obj: Any) -> Any:
