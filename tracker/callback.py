@@ -262,11 +262,16 @@ class TrackingCallback(keras.callbacks.Callback):
     def _batch_points(self) -> list[MetricPoint]:
         """The batches kept since the last write, as metric points; the buffer is emptied."""
         kept, self._batches = self._batches, []
-        points = []
+        points: list[MetricPoint] = []
+        add, point, stamped, utc = points.append, MetricPoint, datetime.fromtimestamp, timezone.utc
         for epoch, batch, stamp, logs in kept:
-            when = datetime.fromtimestamp(stamp, timezone.utc)
-            for key, value in self._floats(logs).items():
-                points.append(MetricPoint(key, epoch, batch, value, when))
+            when = stamped(stamp, utc)
+            for key, value in logs.items():
+                if type(value) is not float:  # Keras hands over floats; a caller may not
+                    value = self._float(key, value)
+                    if value is None:
+                        continue
+                add(point(str(key), epoch, batch, value, when))
         return points
 
     # -- epochs ---------------------------------------------------------------------------------
@@ -301,17 +306,24 @@ class TrackingCallback(keras.callbacks.Callback):
     def _floats(self, logs: dict[str, Any]) -> dict[str, float]:
         out: dict[str, float] = {}
         for key, value in logs.items():
-            try:
-                out[str(key)] = float(value)
-            except (TypeError, ValueError):
-                if not self._warned_values:
-                    self._warned_values = True
-                    warnings.warn(
-                        f"tracker skips non-scalar log {key!r} (value {value!r:.80})",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
+            number = self._float(key, value)
+            if number is not None:
+                out[str(key)] = number
         return out
+
+    def _float(self, key: Any, value: Any) -> float | None:
+        """`value` as a float; None, with one warning per run, for what is not a scalar."""
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            if not self._warned_values:
+                self._warned_values = True
+                warnings.warn(
+                    f"tracker skips non-scalar log {key!r} (value {value!r:.80})",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return None
 
     # -- how the run ends -----------------------------------------------------------------------
 

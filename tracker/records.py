@@ -121,13 +121,25 @@ class SummaryRecord:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class MetricPoint:
     key: str
     epoch: int
     step: int | None
     value: float
     time: datetime
+
+    def __init__(
+        self, key: str, epoch: int, step: int | None, value: float, time: datetime
+    ) -> None:
+        # What the generated __init__ of a frozen dataclass does (one object.__setattr__ per
+        # field), at under half the cost: points are made per batch and per row read.
+        d = self.__dict__
+        d["key"] = key
+        d["epoch"] = epoch
+        d["step"] = step
+        d["value"] = value
+        d["time"] = time
 
     def to_json(self) -> dict[str, Any]:
         return {
