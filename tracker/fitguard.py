@@ -53,7 +53,7 @@ class TerminatedBySignal(SystemExit):
 def find_fit(callback: Any) -> tuple[Any | None, FrameType | None]:
     """The CallbackList holding `callback` and the frame of the `fit` that called it."""
     cb_list, fit_frame = None, None
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         owner = frame.f_locals.get("self")
         if (
@@ -96,7 +96,9 @@ class FitGuard:
         setattr(obj, name, wrapper)
         self._patches.append((obj, name, had, old))
 
-    def _guarded(self, fn: Callable[..., Any], after: Callable[..., None] | None = None):
+    def _guarded(
+        self, fn: Callable[..., Any], after: Callable[..., None] | None = None
+    ) -> Callable[..., Any]:
         name = getattr(fn, "__name__", "")
 
         @functools.wraps(fn)
@@ -178,7 +180,7 @@ class FitGuard:
         target = self.fit_frame
         if target is None:
             return True
-        frame = sys._current_frames().get(self._main)
+        frame = sys._current_frames().get(self._main) if self._main is not None else None
         while frame is not None:
             if frame is target:
                 return True
