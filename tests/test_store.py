@@ -50,6 +50,13 @@ def test_create_run_returns_what_get_run_reads_back(store: Store):
     assert run.started_at == datetime(2026, 1, 2, 1, 4, 5, 678901, tzinfo=timezone.utc)
 
 
+def test_writes_to_an_unknown_run_raise_run_not_found(store: Store):
+    with pytest.raises(RunNotFound):
+        store.finish_run("0" * 32, status="finished", stop_reason="completed")
+    with pytest.raises(RunNotFound):
+        store.log_epoch("0" * 32, 0, {"loss": 1.0})
+
+
 def test_generated_names_are_readable_and_distinct(store: Store):
     names = {store.create_run().name for _ in range(5)}
     assert len(names) == 5

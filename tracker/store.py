@@ -205,14 +205,14 @@ class Store:
 
         def tx() -> None:
             with self._write() as conn:
-                writes.insert_points(conn, run_id, points)
                 deadline = now + timedelta(seconds=2 * heartbeat_interval)
                 result = conn.exec_driver_sql(
                     writes._sql(conn, writes.EPOCH_DONE_SQL),
                     (epoch, writes.db_time(conn, now), writes.db_time(conn, deadline), run_id),
                 )
-                if result.rowcount == 0:
+                if result.rowcount == 0:  # before the inserts, which would only name a key
                     raise RunNotFound(f"no run with id {run_id!r}")
+                writes.insert_points(conn, run_id, points)
 
         self._retrying(tx)
 
@@ -313,13 +313,13 @@ class Store:
         stop_reason: str,
         stop_details: Mapping[str, Any] | None = None,
         at: datetime | None = None,
-    ) -> RunRecord:
-        """Close a run with its final status and why it stopped."""
+    ) -> None:
+        """Close a run with its final status and why it stopped (`get_run` reads it back)."""
         now = at or utcnow()
 
         def tx() -> None:
             with self._write() as conn:
-                conn.execute(
+                result = conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id)
                     .values(
@@ -330,9 +330,10 @@ class Store:
                         heartbeat_at=now,
                     )
                 )
+                if result.rowcount == 0:
+                    raise RunNotFound(f"no run with id {run_id!r}")
 
         self._retrying(tx)
-        return self.get_run(run_id)
 
     def resume_run(
         self,
