@@ -107,6 +107,35 @@ class Store:
             yield conn
 
     @contextmanager
+    def _driver_write(self) -> Iterator[writes.DriverCursor]:
+        """The per-epoch hot path: the driver's own cursor in a write transaction. Through a
+        SQLAlchemy Connection the same three statements cost twice as much (0.2 ms against 0.1 on
+        SQLite), and more again inside a fit, where this runs between TensorFlow's steps.
+        Driver errors come out as SQLAlchemy's, like every other method's."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            raw = self.engine.raw_connection()  # unlike connect(), it leaves driver errors bare
+        except dbapi.Error as e:
+            raise DBAPIError.instance(None, None, e, dbapi.Error) from e
+        try:
+            cur = raw.cursor()
+            try:
+                if self.engine.dialect.name == "sqlite":
+                    cur.execute("BEGIN IMMEDIATE")  # see tracker.db: wait for the write lock
+                yield writes.DriverCursor(cur, self.engine.dialect)
+                raw.commit()
+            finally:
+                cur.close()
+        except dbapi.Error as e:
+            raw.invalidate()  # whatever state it is in, the pool gets a fresh one
+            raise DBAPIError.instance(None, None, e, dbapi.Error) from e
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+
+    @contextmanager
     def _orm_write(self) -> Iterator[Session]:
         from sqlalchemy.orm import Session
 
@@ -204,7 +233,7 @@ class Store:
         points.extend(batches)
 
         def tx() -> None:
-            with self._write() as conn:
+            with self._driver_write() as conn:
                 deadline = now + timedelta(seconds=2 * heartbeat_interval)
                 result = conn.exec_driver_sql(
                     writes._sql(conn, writes.EPOCH_DONE_SQL),
@@ -223,7 +252,7 @@ class Store:
             return 0
 
         def tx() -> None:
-            with self._write() as conn:
+            with self._driver_write() as conn:
                 writes.insert_points(conn, run_id, rows)
 
         self._retrying(tx)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, case, delete, insert, or_, select
+from sqlalchemy import Connection, Dialect, Table, and_, case, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from tracker.records import MetricPoint
@@ -74,6 +74,24 @@ def generated_name(run_id: str) -> str:
     return f"{_ADJECTIVES[n % len(_ADJECTIVES)]}-{_NOUNS[(n // 97) % len(_NOUNS)]}-{run_id[:4]}"
 
 
+class DriverCursor:
+    """What the hot-path helpers below use of a SQLAlchemy Connection (`dialect`,
+    `exec_driver_sql`), straight on a DBAPI cursor: see `Store._driver_write`."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self.cursor, self.dialect = cursor, dialect
+
+    def exec_driver_sql(self, sql: str, params: Any) -> Any:
+        if isinstance(params, list):
+            self.cursor.executemany(sql, params)
+        else:
+            self.cursor.execute(sql, params)
+        return self.cursor  # has `rowcount`, as a result has
+
+
+Executor = Connection | DriverCursor
+
+
 def experiment_id(conn: Connection, name: str) -> int:
     """The experiment's id, creating it on first use."""
     q = select(experiments.c.id).where(experiments.c.name == name)
@@ -121,14 +139,14 @@ def point_rows(run_id: str, points: Iterable[MetricPoint]) -> list[dict[str, Any
     ]
 
 
-def insert_points(conn: Connection, run_id: str, points: Iterable[MetricPoint]) -> int:
+def insert_points(conn: Executor, run_id: str, points: Iterable[MetricPoint]) -> int:
     """Insert metric points in bulk and fold the epoch-level ones into the run's summaries."""
     points = list(points)
     insert_points_of_runs(conn, [(run_id, points)])
     return len(points)
 
 
-def insert_points_of_runs(conn: Connection, runs: list[tuple[str, list[MetricPoint]]]) -> None:
+def insert_points_of_runs(conn: Executor, runs: list[tuple[str, list[MetricPoint]]]) -> None:
     """Points of several runs at once: two `executemany` calls whatever the count.
 
     This is the per-epoch hot path of every training run and the bulk path of imports, so the
@@ -199,12 +217,12 @@ EPOCH_DONE_SQL = (
 )
 
 
-def _sql(conn: Connection, sql: str) -> str:
+def _sql(conn: Executor, sql: str) -> str:
     """`sql` written with `?` placeholders, in the driver's own paramstyle."""
     return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
 
-def db_time(conn: Connection, when: datetime) -> Any:
+def db_time(conn: Executor, when: datetime) -> Any:
     """A timestamp as `UTCDateTime` would bind it: naive UTC text for SQLite, aware otherwise."""
     if when.tzinfo is not timezone.utc:
         when = when.astimezone(timezone.utc)
@@ -214,7 +232,7 @@ def db_time(conn: Connection, when: datetime) -> Any:
     return when
 
 
-def metric_tuples(conn: Connection, run_id: str, points: list[MetricPoint]) -> list[tuple]:
+def metric_tuples(conn: Executor, run_id: str, points: list[MetricPoint]) -> list[tuple]:
     times: dict[datetime, Any] = {}
     rows = []
     for p in points:
@@ -229,7 +247,7 @@ def metric_tuples(conn: Connection, run_id: str, points: list[MetricPoint]) -> l
 _UPSERTS: dict[str, Any] = {}
 
 
-def _summary_upsert(conn: Connection) -> tuple[str, tuple[str, ...] | None]:
+def _summary_upsert(conn: Executor) -> tuple[str, tuple[str, ...] | None]:
     """INSERT ... ON CONFLICT DO UPDATE that merges a folded summary into the stored one.
 
     Every SET expression reads the row as it was before the statement, in SQLite and in
