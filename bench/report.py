@@ -133,15 +133,21 @@ def _targets_fit(b: dict[str, Any]) -> Lines:
     for name, label in (("tracker_epoch", "per epoch"), ("tracker_batch", "every batch")):
         t = f["tracker"][name]
         hooks, net = t.get("in_hooks"), t["overhead"] - (control or 0.0)
+        cold = t.get("in_hooks_cold")
+        worst = max(h for h in (hooks, cold, -1.0) if h is not None)
         # End to end carries the machine's noise (see the empty callback); the time inside the
-        # hooks is a low-noise lower bound. Met only when both are within the target.
-        if hooks is not None and hooks > FIT_OVERHEAD:
+        # hooks is a low-noise lower bound, in a fit that follows others in the process and in
+        # the first fit of a new one. Met only when all are within the target.
+        if worst > FIT_OVERHEAD:
             status = met(False)
         elif net <= FIT_OVERHEAD:
             status = met(True)
         else:
             status = "**unclear** (in hooks within, end to end not)"
-        figure = f"in hooks {pct(hooks)}; end to end {pct(t['overhead'])}"
+        figure = f"in hooks {pct(hooks)}"
+        if cold is not None:
+            figure += f" ({pct(cold)} in a process's first fit)"
+        figure += f"; end to end {pct(t['overhead'])}"
         if control is not None:
             figure += f", {pct(net)} net of the empty callback's {pct(control)}"
         mo = get(f, "mlflow", name.replace("tracker", "mlflow_callback"), "overhead")
@@ -305,13 +311,18 @@ def fit_overhead(r: dict[str, Any]) -> Lines:
         "median over repetitions of (tracked fit ÷ baseline fit) − 1; of minima: fastest tracked "
         "fit ÷ fastest baseline − 1. In hooks: seconds spent inside TrackingCallback's own hooks "
         "during a fit (median of 3 more fits) ÷ the baseline fit, a low-noise lower bound that "
-        "leaves out Keras's dispatch. MLflow's fits include `mlflow.start_run()` and its end (the "
+        "leaves out Keras's dispatch. Those fits follow others in the same process (a sweep, a "
+        "notebook), which keeps the store's engine and the model's summary; *first fit* is the "
+        "same measure for the first tracked fit of a new process on a new model, after one "
+        "untracked fit (median of 3 processes), what a script that fits once pays. MLflow's fits "
+        "include `mlflow.start_run()` and its end (the "
         "callback needs an active run; ending it flushes the callback's asynchronous queue). "
         "The empty callback shows how much the machine's noise alone moves the end-to-end "
         "figure.",
         "",
-        "| variant | fit median | end to end | end to end (s) | of minima | in hooks | load |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | fit median | end to end | end to end (s) | of minima | in hooks | in hooks, "
+        "first fit | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for tool in ("tracker", "mlflow"):
         t = f.get(tool) or {}
@@ -322,7 +333,7 @@ def fit_overhead(r: dict[str, Any]) -> Lines:
             label = (
                 f"no tracking ({where} process)" if name == "none" else FIT_LABELS.get(name, name)
             )
-            hooks = v.get("in_hooks_s")
+            hooks, cold = v.get("in_hooks_s"), v.get("in_hooks_cold_s")
             out.append(
                 row(
                     label,
@@ -331,6 +342,7 @@ def fit_overhead(r: dict[str, Any]) -> Lines:
                     secs(v.get("overhead_s")),
                     pct(v.get("overhead_of_minima")),
                     f"{ms(hooks)} = {pct(v['in_hooks'])}" if hooks is not None else "–",
+                    f"{ms(cold)} = {pct(v['in_hooks_cold'])}" if cold is not None else "–",
                     load(t),
                 )
             )

@@ -277,6 +277,20 @@ def test_show_table_has_every_section(db_url, detailed):
     assert "tensorboard" in out.split("References", 1)[1]
 
 
+def test_show_lists_the_model_layers(db_url, store: Store):
+    run_id = seed_run(store, {"loss": [1.0]}, name="layered")
+    layers = [
+        {"name": "dense", "class": "Dense", "output_shape": [None, 64], "params": 2112},
+        {"name": "flat", "class": "Flatten", "output_shape": [64], "params": 0, "trainable": False},
+    ]
+    store.update_run(run_id, model={"class": "Sequential", "layers": layers})
+    out = run(db_url, "runs", "show", "layered").stdout
+    table = out.split("Layers\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert table[1].split() == ["dense", "(Dense)", "(None,", "64)", "2,112", "yes"]
+    assert table[2].split() == ["flat", "(Flatten)", "(64,)", "0", "no"]
+    assert ok_json(db_url, "runs", "show", "layered")["model"]["layers"] == layers
+
+
 def test_show_csv_is_the_epoch_table(db_url, detailed):
     rows = list(
         csv.reader(io.StringIO(run(db_url, "runs", "show", "run-a", "--format", "csv").stdout))

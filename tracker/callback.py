@@ -20,6 +20,7 @@ import keras
 from tracker import introspect
 from tracker.checkpointing import CheckpointKeeper
 from tracker.config import default_artifacts_dir, resolve_url
+from tracker.db import load_dialect
 from tracker.environment import collect_environment
 from tracker.fitguard import FitGuard, TerminatedBySignal, die_by_signal, find_fit
 from tracker.modes import MODES
@@ -114,6 +115,10 @@ class TrackingCallback(keras.callbacks.Callback):
         self.spool_path = spool_path
         self.resume = resume
         self._store = store
+        if store is None:
+            # The database driver's SQLAlchemy module is imported now, with the rest of the
+            # library, rather than by the first `fit`.
+            load_dialect(resolve_url(db))
         # Batch hooks only buffer numbers, so Keras may keep dispatching them asynchronously.
         self.async_safe = True
         self.run_id: str | None = None

@@ -8,10 +8,11 @@ while an immediate one waits its turn.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from tracker.config import mask_url
@@ -33,6 +34,12 @@ def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Eng
             f"cannot open {mask_url(url)}: driver {e.name!r} is not installed "
             "(pip install 'tracker[postgres]')"
         ) from e
+
+
+def load_dialect(url: str) -> None:
+    """Import the SQLAlchemy dialect of `url` (nothing when it cannot be: opening says why)."""
+    with contextlib.suppress(Exception):
+        make_url(url).get_dialect()
 
 
 def _pg_connect_args(url: str) -> dict[str, Any]:

@@ -174,11 +174,32 @@ def _overview(run: RunRecord) -> Table:
 def _model_sections(model: dict[str, Any]) -> list[Table | str]:
     if not model:
         return [key_values("Model", {})]
-    facts = {k: v for k, v in model.items() if k not in ("summary", "architecture")}
+    facts = {k: v for k, v in model.items() if k not in ("summary", "architecture", "layers")}
     out: list[Table | str] = [key_values("Model", facts)]
-    if model.get("summary"):
+    if model.get("layers"):
+        out.append(_layer_table(model["layers"]))
+    elif model.get("summary"):  # runs recorded before the layer list: Keras's own text
         out.append(str(model["summary"]).rstrip())
     return out
+
+
+def _layer_table(layers: list[dict[str, Any]]) -> Table:
+    rows = []
+    for layer in layers:
+        shape = layer.get("output_shape")
+        shape_text = "?" if shape is None else "(" + ", ".join(str(d) for d in shape) + ")"
+        if shape is not None and len(shape) == 1:
+            shape_text = shape_text[:-1] + ",)"
+        params = layer.get("params")
+        rows.append(
+            [
+                f"{layer.get('name')} ({layer.get('class')})",
+                shape_text,
+                "?" if params is None else f"{params:,}",
+                "yes" if layer.get("trainable", True) else "no",
+            ]
+        )
+    return Table(["layer (type)", "output shape", "params", "trainable"], rows, "Layers")
 
 
 def stop(run: RunRecord) -> dict[str, Any]:
