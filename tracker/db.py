@@ -9,7 +9,6 @@ while an immediate one waits its turn.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
@@ -64,13 +63,7 @@ def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get(WRITE, False)
-        sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-        # Straight to the driver: SQLAlchemy's statement machinery would double the cost of an
-        # epoch's write transaction. Its errors are wrapped as SQLAlchemy would have.
-        try:
-            conn.connection.dbapi_connection.execute(sql)
-        except sqlite3.Error as e:
-            raise DBAPIError.instance(sql, None, e, sqlite3.Error) from e
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
