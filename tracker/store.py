@@ -245,6 +245,30 @@ class Store:
 
         self._retrying(tx)
 
+    def discard_epochs(self, run_id: str, from_epoch: int) -> int:
+        """Forget what the run recorded for `from_epoch` and every later epoch, before they are
+        run again (a resumed `fit` with `initial_epoch` at or below the last recorded epoch).
+
+        Re-running from epoch k replaces what the run held for epoch k and every later epoch, as
+        re-running them would: the newer timeline wins. Their metric points go, epoch and batch
+        level; the run's summaries (what `best` and `runs list` rank by) are rebuilt from the
+        points that remain, `epochs_done` becomes the number of epochs left and `last_epoch` the
+        latest of them (None if none). Checkpoint rows stay: their files are facts on disk. One
+        transaction; the per-epoch write never pays for it.
+
+        Returns:
+            How many epochs (with epoch-level points) were discarded.
+
+        Raises:
+            RunNotFound: no run has the id `run_id`.
+        """
+
+        def tx() -> int:
+            with self._write() as conn:
+                return writes.discard_epochs(conn, run_id, from_epoch)
+
+        return self._retrying(tx)
+
     def log_batch_metrics(self, run_id: str, points: Iterable[MetricPoint]) -> int:
         """Store batch-level points in bulk (one transaction for all of them). Returns the count."""
         rows = list(points)

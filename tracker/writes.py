@@ -12,9 +12,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, and_, case, delete, insert, or_, select
+from sqlalchemy import Connection, Dialect, Table, and_, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from tracker import tables
+from tracker.errors import RunNotFound
 from tracker.records import MetricPoint
 from tracker.tables import experiments, metric_summaries, params, tags
 
@@ -168,6 +170,40 @@ def insert_points_of_runs(conn: Executor, runs: list[tuple[str, list[MetricPoint
         sql, names = _summary_upsert(conn)
         folded = [_nan_as_null(row) for row in folded]
         conn.exec_driver_sql(sql, [tuple(r[n] for n in names) for r in folded] if names else folded)
+
+
+def discard_epochs(conn: Connection, run_id: str, from_epoch: int) -> int:
+    """Delete the run's metric points (epoch and batch level) of `from_epoch` and later, and
+    rebuild what was derived from them: its summaries, `epochs_done` and `last_epoch`.
+
+    The summaries are folded again from the epoch-level points that remain, by `_fold_point`,
+    so they are exactly what logging those points alone would have left. Returns how many
+    epochs (with epoch-level points) were discarded.
+    """
+    m = tables.metrics.c
+    rows = conn.execute(
+        select(m.key, m.epoch, m.value)
+        .where(m.run_id == run_id, m.step.is_(None))
+        .order_by(m.epoch, m.id)
+    ).all()
+    conn.execute(delete(tables.metrics).where(m.run_id == run_id, m.epoch >= from_epoch))
+    folded: dict[str, dict[str, Any]] = {}
+    kept: set[int] = set()
+    for key, epoch, value in rows:
+        if epoch < from_epoch:
+            folded[key] = _fold_point(folded.get(key), run_id, key, epoch, value)
+            kept.add(epoch)
+    conn.execute(delete(metric_summaries).where(metric_summaries.c.run_id == run_id))
+    if folded:
+        conn.execute(insert(metric_summaries), list(folded.values()))
+    done = conn.execute(
+        update(tables.runs)
+        .where(tables.runs.c.id == run_id)
+        .values(epochs_done=len(kept), last_epoch=max(kept, default=None))
+    )
+    if done.rowcount == 0:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return len({epoch for _, epoch, _ in rows} - kept)
 
 
 def _nan_as_null(row: dict[str, Any]) -> dict[str, Any]:
