@@ -118,6 +118,7 @@ def test_best_runs_errors(store: Store):
     seed_three(store)
     with pytest.raises(MetricNotFound, match="accuracy, loss, val_loss"):
         store.best_runs("val_acc")
+    seed_run(store, {"throughput": [10.0]})  # recorded, but of no known direction
     with pytest.raises(TrackerError, match="--mode"):
         store.best_runs("throughput")
     with pytest.raises(TrackerError, match="Received: mode='up'"):
