@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tracker import Store, open_store
 from tracker.errors import AmbiguousRun, MetricNotFound, RunNotFound, TrackerError
 from tracker.records import MetricPoint
 
+from .cli_support import ok_json
 from .helpers import seed_run, seed_three
 
 
@@ -269,3 +273,172 @@ def test_copy_verified_hashes_while_copying(store: Store, tmp_path):
         copy_verified(ck, tmp_path / "again.weights.h5")
     assert not (tmp_path / "again.weights.h5").exists()
     assert not list(tmp_path.glob(".*partial"))
+
+
+# -- values at the store boundary: everything goes through values.plain --------------------------
+
+
+class Opaque:
+    """A user's object with no JSON form: stored as its repr."""
+
+    def __repr__(self) -> str:
+        return "Opaque(7)"
+
+
+def numpy_values() -> tuple[dict, dict]:
+    """Values as users hand them over (numpy, tuples, NaN, an object) and how they are stored."""
+    given = {
+        "units": np.int64(3),
+        "dropout": np.float32(0.9),
+        "flag": np.bool_(True),
+        "kernel": np.array([[1, 2], [3, 4]], dtype=np.int32),
+        "shape": (28, (np.int32(1), np.float64(0.5), None)),
+        "lr": float("nan"),
+        "eps": np.float64("inf"),
+        "opaque": Opaque(),
+        "path": Path("/data/set"),
+    }
+    stored = {
+        "units": 3,
+        "dropout": float(np.float32(0.9)),
+        "flag": True,
+        "kernel": [[1, 2], [3, 4]],
+        "shape": [28, [1, 0.5, None]],
+        "lr": "NaN",
+        "eps": "Infinity",
+        "opaque": "Opaque(7)",
+        "path": str(Path("/data/set")),
+    }
+    return given, stored
+
+
+def early_stopping_config() -> tuple[dict, dict]:
+    given = {
+        "EarlyStopping": {
+            "patience": np.int64(3),
+            "baseline": np.float32(0.9),
+            "restore_best_weights": np.bool_(True),
+            "min_delta": np.float64("nan"),
+        },
+        "validation_split": np.float32(0.25),
+    }
+    stored = {
+        "EarlyStopping": {
+            "patience": 3,
+            "baseline": float(np.float32(0.9)),
+            "restore_best_weights": True,
+            "min_delta": "NaN",
+        },
+        "validation_split": 0.25,
+    }
+    return given, stored
+
+
+def test_numpy_values_are_stored_as_plain_json(db_url, store: Store):
+    given, stored = numpy_values()
+    fit_given, fit_stored = early_stopping_config()
+    run = store.create_run(
+        params=given,
+        tags={"seed": np.int64(7), "good": np.bool_(False), "obj": Opaque(), "t": ("a", 1)},
+        fit_params=fit_given,
+        environment={"cwd": Path("/work"), "pid": np.int32(12)},
+        model={"layers": [{"output_shape": (None, np.int64(10))}], "params": np.int64(10)},
+        epochs_planned=np.int64(5),
+    )
+    got = store.get_run(run.id)
+    assert run == got  # create_run's record is what was stored
+    assert got.params == stored
+    assert type(got.params["units"]) is int and got.params["flag"] is True
+    assert got.tags == {"seed": "7", "good": "False", "obj": "Opaque(7)", "t": "['a', 1]"}
+    assert got.fit_params == fit_stored
+    assert got.environment == {"cwd": str(Path("/work")), "pid": 12}
+    assert got.model == {"layers": [{"output_shape": [None, 10]}], "params": 10}
+    assert got.epochs_planned == 5
+
+    shown = ok_json(db_url, "runs", "show", run.id)
+    assert shown["params"] == stored and shown["fit_params"] == fit_stored
+    assert shown["tags"] == got.tags and shown["model"] == got.model
+
+
+def test_numpy_params_match_param_filters(db_url, store: Store):
+    given, _ = numpy_values()
+    run_id = store.create_run(params=given).id
+    store.create_run(params={"units": np.int64(4), "flag": np.bool_(False), "lr": 0.1})
+    for k, v in (("units", "3"), ("flag", "true"), ("kernel", "[[1, 2], [3, 4]]"), ("lr", "NaN")):
+        assert [r.run.id for r in store.list_runs(params={k: v})] == [run_id], k
+    rows = ok_json(db_url, "runs", "list", "--param", "units=3", "--param", "flag=true")
+    assert [r["id"] for r in rows] == [run_id]
+    assert rows[0]["params"]["units"] == 3
+
+
+def test_numpy_values_after_the_start_are_plain_too(db_url, store: Store):
+    given, stored = numpy_values()
+    fit_given, fit_stored = early_stopping_config()
+    run_id = store.create_run().id
+    store.update_run(
+        run_id,
+        fit_params=fit_given,
+        references=[{"kind": "tensorboard", "path": Path("/logs/tb")}],
+        model={"counts": (np.int64(1), np.int64(2))},
+        epochs_planned=np.int64(8),
+    )
+    store.set_tags(run_id, {"best": np.float32(0.5), "n": np.int16(2)})
+    details = {"best": np.float32(0.5), "best_epoch": np.int64(4), "value": float("nan")}
+    store.finish_run(run_id, status="finished", stop_reason="early_stopping", stop_details=details)
+    got = store.get_run(run_id)
+    assert got.fit_params == fit_stored and got.model == {"counts": [1, 2]}
+    assert got.references == [{"kind": "tensorboard", "path": str(Path("/logs/tb"))}]
+    assert got.epochs_planned == 8 and got.tags == {"best": "0.5", "n": "2"}
+    assert got.stop_details == {"best": 0.5, "best_epoch": 4, "value": "NaN"}
+    stop = ok_json(db_url, "runs", "show", run_id)["stop"]
+    assert (stop["best"], stop["best_epoch"], stop["value"]) == (0.5, 4, "NaN")
+
+    assert store.resume_run(run_id, epochs_planned=np.int64(12)).epochs_planned == 12
+    store.finish_run(run_id, status="failed", stop_reason="error", stop_details={"x": given})
+    assert store.get_run(run_id).stop_details == {"x": stored}
+
+
+def test_imported_runs_are_stored_plain(store: Store):
+    from tracker.transfer import RunBundle
+
+    given, stored = numpy_values()
+    fit_given, fit_stored = early_stopping_config()
+    base = store.get_run(store.create_run(experiment="imp").id)
+    store.delete_runs([base.id])
+    record = replace(
+        base,
+        params=given,
+        tags={"seed": np.int64(7)},
+        fit_params=fit_given,
+        model={"shape": (np.int64(2),)},
+        references=[{"path": Path("/r")}],
+        epochs_planned=np.int64(4),
+    )
+    store.import_runs([RunBundle(run=record)])
+    got = store.get_run(base.id)
+    assert got.params == stored and got.tags == {"seed": "7"}
+    assert got.fit_params == fit_stored and got.model == {"shape": [2]}
+    assert got.references == [{"path": str(Path("/r"))}] and got.epochs_planned == 4
+
+    # Merging into the run the store has: the outcome and its details arrive plain as well.
+    ended = replace(
+        record,
+        status="finished",
+        stop_reason="early_stopping",
+        stop_details={"best": np.float32(0.5), "stopped_epoch": np.int64(3)},
+        ended_at=record.started_at,
+        params={"units": np.int64(4)},
+        tags={"seed": np.int64(8)},
+    )
+    store.import_runs([RunBundle(run=ended)])
+    got = store.get_run(base.id)
+    assert got.stop_details == {"best": 0.5, "stopped_epoch": 3}
+    assert got.params["units"] == 4 and got.tags["seed"] == "8"
+    assert got.fit_params == fit_stored
+
+
+def test_jsonable_is_values_plain():
+    # One conversion: the name the callback still imports is the same function.
+    from tracker import records, values
+
+    assert records.jsonable is values.plain

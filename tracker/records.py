@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tracker.values import plain
+
 
 def json_float(value: float | None) -> float | str | None:
     if value is None:
@@ -26,15 +28,9 @@ def json_time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def jsonable(value: Any) -> Any:
-    """Nested params/details with non-finite floats made JSON-safe."""
-    if isinstance(value, float):
-        return json_float(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
+# The older name of `values.plain` (one conversion, not two), still imported by the callback and
+# the output module.
+jsonable = plain
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ class RunRecord:
             "started_at": json_time(self.started_at),
             "ended_at": json_time(self.ended_at),
             "duration_s": self.duration_s,
-            "params": jsonable(self.params),
+            "params": plain(self.params),
             "tags": dict(self.tags),
         }
 

@@ -37,6 +37,7 @@ from tracker.records import (
     SummaryRecord,
 )
 from tracker.tables import checkpoints, metric_summaries, metrics, params, runs, tags
+from tracker.values import plain
 from tracker.writes import utcnow
 
 if TYPE_CHECKING:
@@ -176,7 +177,12 @@ class Store:
         started_at: datetime | None = None,
     ) -> RunRecord:
         """Start a run in state `running`. Returns its record (with a generated name if none),
-        built from what was written rather than read back: this is on every `fit`'s start."""
+        built from what was written rather than read back: this is on every `fit`'s start.
+
+        Every value is stored as `values.plain` gives it (numpy scalars and arrays as numbers
+        and lists, tuples as lists, NaN as "NaN", what has no JSON form as its repr); tags are
+        that, as text.
+        """
         run_id = run_id or uuid.uuid4().hex
         now = (started_at or utcnow()).astimezone(timezone.utc)
         row: dict[str, Any] = {
@@ -187,7 +193,7 @@ class Store:
             "started_at": now,
             "heartbeat_at": now,
             "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
-            "epochs_planned": epochs_planned,
+            "epochs_planned": plain(epochs_planned),
             "epochs_done": 0,
             "fit_params": _as_stored(fit_params),
             "environment": _as_stored(environment),
@@ -213,7 +219,7 @@ class Store:
             ended_at=None,
             last_epoch=None,
             params={str(k): json.loads(writes.encode_param(v)) for k, v in (params or {}).items()},
-            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            tags={str(k): writes.encode_tag(v) for k, v in (tags or {}).items()},
         )
 
     def log_epoch(
@@ -340,7 +346,7 @@ class Store:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Replace run-level JSON facts learned after the start (model, references, fit_params,
-        environment, epochs_planned, stop_details)."""
+        environment, epochs_planned, stop_details), each stored as `values.plain` gives it."""
         allowed = {
             "model",
             "references",
@@ -351,10 +357,11 @@ class Store:
         }
         if unknown := set(fields) - allowed:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
+        stored = {k: plain(v) for k, v in fields.items()}
 
         def tx() -> None:
             with self._write() as conn:
-                conn.execute(update(runs).where(runs.c.id == run_id).values(**fields))
+                conn.execute(update(runs).where(runs.c.id == run_id).values(**stored))
 
         self._retrying(tx)
 
@@ -378,7 +385,7 @@ class Store:
                     .values(
                         status=status,
                         stop_reason=stop_reason,
-                        stop_details=dict(stop_details or {}),
+                        stop_details=_as_stored(stop_details),
                         ended_at=now,
                         heartbeat_at=now,
                     )
@@ -410,7 +417,7 @@ class Store:
                     "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
                 }
                 if epochs_planned is not None:
-                    values["epochs_planned"] = epochs_planned
+                    values["epochs_planned"] = plain(epochs_planned)
                 conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
                 return run_id
 
@@ -587,8 +594,9 @@ class Store:
 
 
 def _as_stored(facts: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`facts` as a JSON column gives them back (tuples become lists, keys strings)."""
-    return json.loads(json.dumps(dict(facts or {})))
+    """`facts` as a JSON column gives them back (tuples become lists, keys strings, numpy values
+    numbers and lists): `values.plain` of them."""
+    return plain(facts or {})
 
 
 def open_store(url: str | None = None, **kwargs: Any) -> Store:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from tracker import queries, tables, writes
 from tracker.models import Checkpoint, Metric, Run
 from tracker.records import CheckpointRecord, MetricPoint, RunRecord
+from tracker.values import plain
 
 _FINAL = ("finished", "failed", "interrupted", "crashed")
 
@@ -78,7 +79,9 @@ def _create_many(s: Session, bundles: list[RunBundle]) -> None:
         params += [
             {"run_id": r.id, "key": k, "value": writes.encode_param(v)} for k, v in r.params.items()
         ]
-        tags += [{"run_id": r.id, "key": k, "value": str(v)} for k, v in r.tags.items()]
+        tags += [
+            {"run_id": r.id, "key": k, "value": writes.encode_tag(v)} for k, v in r.tags.items()
+        ]
         checkpoints += [{**_checkpoint_row(c), "run_id": r.id} for c in b.checkpoints]
         points.append((r.id, b.points))
     conn.execute(insert(tables.runs), runs)
@@ -93,24 +96,25 @@ def _create_many(s: Session, bundles: list[RunBundle]) -> None:
 
 
 def _run_row(r: RunRecord, experiment_id: int) -> dict:
+    """The run's row, its JSON facts as `values.plain` gives them (bundles may be hand-made)."""
     return {
         "id": r.id,
         "name": r.name,
         "experiment_id": experiment_id,
         "status": r.status,
         "stop_reason": r.stop_reason,
-        "stop_details": r.stop_details,
+        "stop_details": plain(r.stop_details),
         "started_at": r.started_at,
         "ended_at": r.ended_at,
         "heartbeat_at": r.heartbeat_at,
         "heartbeat_deadline": r.heartbeat_at + timedelta(minutes=1),
-        "epochs_planned": r.epochs_planned,
+        "epochs_planned": plain(r.epochs_planned),
         "epochs_done": 0,
         "last_epoch": None,
-        "fit_params": r.fit_params,
-        "environment": r.environment,
-        "model": r.model,
-        "references": r.references,
+        "fit_params": plain(r.fit_params),
+        "environment": plain(r.environment),
+        "model": plain(r.model),
+        "references": plain(r.references),
     }
 
 
@@ -153,12 +157,12 @@ def _create(s: Session, r: RunRecord) -> None:
 
 
 def _copy_outcome(run: Run, r: RunRecord) -> None:
-    run.status, run.stop_reason, run.stop_details = r.status, r.stop_reason, r.stop_details
+    run.status, run.stop_reason, run.stop_details = r.status, r.stop_reason, plain(r.stop_details)
     run.ended_at, run.heartbeat_at = r.ended_at, r.heartbeat_at
     run.heartbeat_deadline = r.heartbeat_at + timedelta(minutes=1)
     for name in ("fit_params", "environment", "model", "references"):
         if getattr(r, name):
-            setattr(run, name, getattr(r, name))
+            setattr(run, name, plain(getattr(r, name)))
 
 
 def _import_checkpoints(s: Session, run_id: str, cks: list[CheckpointRecord]) -> int:

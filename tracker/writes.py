@@ -1,7 +1,8 @@
 """Write helpers of the store, each working inside the caller's connection (and so its transaction).
 
 `fold` keeps a metric's summary (first, last, min, max) in step with the rows written in the
-same transaction; rankings read the summary and never the history.
+same transaction; rankings read the summary and never the history. Every JSON value (params,
+tags, the run's JSON columns) is passed through `values.plain` on its way in, here or in `Store`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tracker import tables
 from tracker.errors import RunNotFound
 from tracker.records import MetricPoint
 from tracker.tables import experiments, metric_summaries, params, tags
+from tracker.values import plain
 
 _ADJECTIVES = [
     "amber",
@@ -67,7 +69,12 @@ def utcnow() -> datetime:
 
 
 def encode_param(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
+    """A param as the JSON text it is stored as: `np.int64(3)` is `3`, so `--param k=3` finds it."""
+    return json.dumps(plain(value), sort_keys=True)
+
+
+def encode_tag(value: Any) -> str:
+    return str(plain(value))
 
 
 def generated_name(run_id: str) -> str:
@@ -114,7 +121,7 @@ def put_params(conn: Connection, run_id: str, values: Mapping[str, Any]) -> None
 
 
 def put_tags(conn: Connection, run_id: str, values: Mapping[str, Any]) -> None:
-    _replace(conn, tags, run_id, {str(k): str(v) for k, v in values.items()})
+    _replace(conn, tags, run_id, {str(k): encode_tag(v) for k, v in values.items()})
 
 
 def _replace(conn: Connection, table: Table, run_id: str, values: dict[str, str]) -> None:
