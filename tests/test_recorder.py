@@ -9,15 +9,15 @@ import uuid
 
 import pytest
 
-from tracker import open_store
+from tracker import Store, open_store
 from tracker.recorder import RunRecorder, shared_store
 
 
 def _run(recorder: RunRecorder) -> str:
     run_id = uuid.uuid4().hex
-    recorder.call("create_run", run_id=run_id, experiment="shared")
-    recorder.call("log_epoch", run_id, 0, {"loss": 1.0})
-    recorder.call("finish_run", run_id, status="finished", stop_reason="completed")
+    recorder.call(Store.create_run, run_id=run_id, experiment="shared")
+    recorder.call(Store.log_epoch, run_id, 0, {"loss": 1.0})
+    recorder.call(Store.finish_run, run_id, status="finished", stop_reason="completed")
     return run_id
 
 
@@ -52,7 +52,7 @@ def test_a_failed_store_is_no_longer_shared(tmp_path):
     store = shared_store(url)
     recorder = RunRecorder(url, spool_path=tmp_path / "spool.db")
     with pytest.warns(RuntimeWarning, match="dropped one write"):
-        recorder.call("log_epoch", "no-such-run", 0, {"loss": 1.0})
+        recorder.call(Store.log_epoch, "no-such-run", 0, {"loss": 1.0})
     assert recorder._target() is store  # this recorder goes on with it
     assert shared_store(url) is not store  # the next `fit` opens the database again
     recorder.close()
@@ -70,6 +70,7 @@ def test_a_relative_sqlite_path_is_not_shared(tmp_path, monkeypatch):
 FORK = textwrap.dedent(
     """
     import os, sys, uuid
+    from tracker import Store
     from tracker.recorder import RunRecorder, shared_store
 
     url = sys.argv[1]
@@ -77,9 +78,9 @@ FORK = textwrap.dedent(
     def run(tag):
         recorder = RunRecorder(url)
         run_id = uuid.uuid4().hex
-        recorder.call("create_run", run_id=run_id, experiment=tag)
-        recorder.call("log_epoch", run_id, 0, {"loss": 1.0})
-        recorder.call("finish_run", run_id, status="finished", stop_reason="completed")
+        recorder.call(Store.create_run, run_id=run_id, experiment=tag)
+        recorder.call(Store.log_epoch, run_id, 0, {"loss": 1.0})
+        recorder.call(Store.finish_run, run_id, status="finished", stop_reason="completed")
         assert recorder.pending == 0
         return recorder._target()
 

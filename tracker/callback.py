@@ -1,17 +1,17 @@
 """`TrackingCallback`: one Keras callback that records a whole training run.
 
-The Keras-facing half. What to write and when lives here; how a failure of the database is survived
-lives in `recorder.py`, and how exceptions, signals and the order of other callbacks are handled
-lives in `fitguard.py`.
+A thin adapter: it reads what only Keras objects know (the `fit` call, the model, the learning rate,
+the other callbacks) and hands it to the Keras-free `RunSession`, which owns the run. How a
+failure of the database is survived lives in `recorder.py`; how exceptions, signals and the order
+of other callbacks are handled lives in `fitguard.py`. No hook lets a failure of the tracker's own
+reach training: it is reported as a warning and the run is closed as well as it can be.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import uuid
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ from tracker.environment import collect_environment
 from tracker.fitguard import FitGuard, TerminatedBySignal, die_by_signal, find_fit
 from tracker.modes import MODES
 from tracker.recorder import RunRecorder
-from tracker.records import MetricPoint, jsonable
+from tracker.session import RunSession, choose_monitor
 from tracker.store import DEFAULT_HEARTBEAT_S, Store
 from tracker.sync import default_spool_path
+from tracker.values import plain, scalar
 from tracker.writes import utcnow
 
 
@@ -123,76 +124,80 @@ class TrackingCallback(keras.callbacks.Callback):
         self.async_safe = True
         self.run_id: str | None = None
         self._recorder: RunRecorder | None = None
+        self._session: RunSession | None = None
         self._guard: FitGuard | None = None
-        self._active = False
+        self._others: list[Any] = []
 
     # -- run lifecycle --------------------------------------------------------------------------
 
-    def _reset(self) -> None:
-        self.run_id = None
-        self._active = False
-        self._epoch: int | None = None
-        self._epoch_started = 0.0
-        self._epoch_lr: float | None = None
-        self._logged_epoch: int | None = None
-        # Kept batches as Keras gave them, (epoch, batch, time.time(), logs): turned into metric
-        # points only when they are written, so each batch costs one append.
-        self._batches: list[tuple[int, int, float, dict[str, Any]]] = []
-        self._checkpoints: CheckpointKeeper | None = None
-        self._stopper: tuple[Any, int | None, int | None] | None = None
-        self._warned_values = False
-        self._fit_frame_locals: dict[str, Any] = {}
-        self._others: list[Any] = []
-
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._end_previous()
-        self._reset()
+        self.run_id = None
         if not introspect.is_chief():
             return  # under multi-worker tf.distribute only the chief records
+        try:
+            self._begin()
+        except Exception as e:  # noqa: BLE001 - a tracker failure never stops training
+            self._broken(e)
+
+    def _begin(self) -> None:
         url = None if self._store is not None else resolve_url(self.db)
         spool = Path(self.spool_path) if self.spool_path else default_spool_path()
-        self._recorder = RunRecorder(url, self._store, spool_path=spool.expanduser().resolve())
-        self.run_id = uuid.uuid4().hex
-        self._active = True
-        cb_list, fit_frame = find_fit(self)
-        if fit_frame is not None:
-            self._fit_frame_locals = dict(fit_frame.f_locals)
-        others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]
-        create = dict(
-            run_id=self.run_id,
-            experiment=self.experiment,
-            name=self.run_name,
-            params=self.user_params,
-            tags=self.tags,
-            fit_params=jsonable(introspect.fit_params(self.params, self._fit_frame_locals, others)),
-            environment=jsonable(collect_environment()),
-            model=jsonable(introspect.model_info(self.model)),
-            epochs_planned=(self.params or {}).get("epochs"),
-            heartbeat_interval=self.heartbeat_interval,
-            started_at=utcnow(),
+        recorder = self._recorder = RunRecorder(
+            url, self._store, spool_path=spool.expanduser().resolve()
         )
-        resumed = self._resume(create) if self.resume else None
-        if resumed is None:
-            self._recorder.call("create_run", **create)
+        cb_list, fit_frame = find_fit(self)
+        fit_locals = dict(fit_frame.f_locals) if fit_frame is not None else {}
+        others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]
+        session = RunSession(
+            recorder,
+            uuid.uuid4().hex,
+            heartbeat_interval=self.heartbeat_interval,
+            log_every_n_batches=self.log_every_n_batches,
+            model=self.model,
+        )
+        resume, self.resume = self.resume, None  # used by this fit only
+        session.start(self._facts(fit_locals, others), resume)
+        self._session, self.run_id = session, session.run_id
         refs = introspect.references(others)
         if refs:
-            self._recorder.call("update_run", self.run_id, references=refs)
-        self._checkpoints = CheckpointKeeper(
-            self._recorder,
-            self.run_id,
-            self._artifacts_base() / self.run_id / "best.weights.h5",
-            monitor=self.monitor,
+            recorder.call(Store.update_run, session.run_id, references=refs)
+        es = introspect.early_stopping(others)
+        session.keeper = CheckpointKeeper(
+            recorder,
+            session.run_id,
+            self._artifacts_base() / session.run_id / "best.weights.h5",
+            monitor=choose_monitor(
+                self.monitor,
+                es.monitor if es is not None else None,
+                introspect.has_validation(fit_locals),
+            ),
             mode=self.mode,
             min_delta=self.min_delta,
             keep_best=self.save_best_weights,
         )
         if cb_list is not None:
             self._install_guard(cb_list, fit_frame)
-        self._recorder.start_heartbeat(
-            self.run_id,
+        recorder.start_heartbeat(
+            session.run_id,
             self.heartbeat_interval,
             alive=self._guard.fit_alive if self._guard else None,
             on_dead=self._on_fit_vanished,
+        )
+
+    def _facts(self, fit_locals: dict[str, Any], others: list[Any]) -> dict[str, Any]:
+        """What the run is created with: the fit's arguments, the model, the environment."""
+        return dict(
+            experiment=self.experiment,
+            name=self.run_name,
+            params=plain(self.user_params),
+            tags=plain(self.tags),
+            fit_params=introspect.fit_params(self.params, fit_locals, others),
+            environment=plain(collect_environment()),
+            model=plain(introspect.model_info(self.model)),
+            epochs_planned=scalar_int((self.params or {}).get("epochs")),
+            heartbeat_interval=self.heartbeat_interval,
+            started_at=utcnow(),
         )
 
     def _artifacts_base(self) -> Path:
@@ -200,30 +205,6 @@ class TrackingCallback(keras.callbacks.Callback):
         if base is None:
             base = default_artifacts_dir(self._store.url if self._store else resolve_url(self.db))
         return Path(base).expanduser().resolve()
-
-    def _resume(self, create: dict[str, Any]) -> Any:
-        """Reopen the run named by `resume`; None (a new run is made) when that fails."""
-        assert self._recorder is not None
-        ref, self.resume = self.resume, None
-        run = self._recorder.call(
-            "resume_run",
-            ref,
-            epochs_planned=create["epochs_planned"],
-            heartbeat_interval=self.heartbeat_interval,
-        )
-        if run is None:
-            warnings.warn(
-                f"tracker could not resume run {ref!r}; recording a new run",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self._recorder.flush()
-            return None
-        self.run_id = run.id
-        self._recorder.remember_run(
-            **{**create, "run_id": run.id, "name": run.name, "experiment": run.experiment}
-        )
-        return run
 
     def _install_guard(self, cb_list: Any, fit_frame: Any) -> None:
         guard = FitGuard(
@@ -234,183 +215,133 @@ class TrackingCallback(keras.callbacks.Callback):
                 "on_train_end": self._after_train_end,
             },
             on_stop_training=self._on_stop_training,
+            on_unseen=self._on_unseen,
         )
         recorder = self._recorder
         guard.busy = lambda: bool(recorder and recorder.busy)
-        guard.install(self.model, cb_list, fit_frame, own=self)
-        for cb in introspect.find(self._others, "ModelCheckpoint"):
-            if self._checkpoints is not None:
-                guard.patch_method(cb, "_save_model", self._checkpoints.watcher(cb))
-        guard.install_signals()
         self._guard = guard
+        guard.install(self.model, cb_list, fit_frame, own=self)
+        keeper = self._session.keeper if self._session else None
+        for cb in introspect.find(self._others, "ModelCheckpoint"):
+            if keeper is not None:
+                guard.patch_method(cb, "_save_model", keeper.watcher(cb))
+        guard.install_signals()
 
     # Without a CallbackList on the stack (hooks called by hand) the hooks do the work directly;
     # with one, the guard runs the same work after every other callback.
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._active and self._guard is None:
+        if self._guard is None:
             self._after_epoch_begin(epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._active and self._guard is None:
+        if self._session is not None:
+            self._session.share_logs(epoch, logs)
+        if self._guard is None:
             self._after_epoch_end(epoch, logs)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._active and self._guard is None:
+        if self._guard is None:
             self._after_train_end(logs)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        n = self.log_every_n_batches
-        if n and self._active and batch % n == 0 and logs and self._epoch is not None:
-            # A copy: another callback may still change the dict Keras hands to all of them.
-            self._batches.append((self._epoch, batch, time.time(), dict(logs)))
-
-    def _batch_points(self) -> list[MetricPoint]:
-        """The batches kept since the last write, as metric points; the buffer is emptied."""
-        kept, self._batches = self._batches, []
-        points: list[MetricPoint] = []
-        add, point, stamped, utc = points.append, MetricPoint, datetime.fromtimestamp, timezone.utc
-        for epoch, batch, stamp, logs in kept:
-            when = stamped(stamp, utc)
-            for key, value in logs.items():
-                if type(value) is not float:  # Keras hands over floats; a caller may not
-                    value = self._float(key, value)
-                    if value is None:
-                        continue
-                add(point(str(key), epoch, batch, value, when))
-        return points
-
-    # -- epochs ---------------------------------------------------------------------------------
+        session = self._session
+        if session is not None and session.log_every_n_batches:
+            session.batch_end(batch, logs)
 
     def _after_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch = epoch
-        self._epoch_started = time.perf_counter()
-        self._epoch_lr = introspect.current_lr(self.model)
+        if self._session is not None and self._session.active:
+            try:
+                self._session.epoch_begin(epoch, introspect.current_lr(self.model))
+            except Exception as e:  # noqa: BLE001
+                self._broken(e)
 
     def _after_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self._active or self._recorder is None:
+        if self._session is None or not self._session.active:
             return
-        values = self._floats(logs or {})
-        if self._epoch_lr is not None:
-            values.setdefault("lr", self._epoch_lr)
-        if self._epoch == epoch and self._epoch_started:
-            values["epoch_time_s"] = time.perf_counter() - self._epoch_started
-        self._recorder.call(
-            "log_epoch",
-            self.run_id,
-            epoch,
-            values,
-            batches=self._batch_points(),
-            heartbeat_interval=self.heartbeat_interval,
-        )
-        self._logged_epoch = epoch
-        if self._checkpoints is not None:
-            self._checkpoints.after_epoch(self.model, epoch, values, self._others)
+        try:
+            self._session.epoch_end(epoch, logs)
+        except Exception as e:  # noqa: BLE001
+            self._broken(e)
         if self._guard is not None:
             self._guard.raise_pending_signal()
 
-    def _floats(self, logs: dict[str, Any]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key, value in logs.items():
-            number = self._float(key, value)
-            if number is not None:
-                out[str(key)] = number
-        return out
-
-    def _float(self, key: Any, value: Any) -> float | None:
-        """`value` as a float; None, with one warning per run, for what is not a scalar."""
+    def _after_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        session = self._session
+        if session is None or not session.active:
+            return
         try:
-            return float(value)
-        except (TypeError, ValueError):
-            if not self._warned_values:
-                self._warned_values = True
-                warnings.warn(
-                    f"tracker skips non-scalar log {key!r} (value {value!r:.80})",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-            return None
+            reason, details = introspect.stop_reason(
+                self.model, session.stopper, self._others, session.epoch
+            )
+        except Exception as e:  # noqa: BLE001
+            reason, details = "completed", {"epoch": session.epoch, "tracker_error": repr(e)}
+        session.finish("finished", reason, details)
+        self._release()
 
     # -- how the run ends -----------------------------------------------------------------------
 
-    def _on_stop_training(self, cb: Any, args: tuple[Any, ...]) -> None:
-        if self._stopper is None:
-            batch = args[0] if args and introspect.is_a(cb, "TerminateOnNaN") else None
-            self._stopper = (cb, self._epoch, batch)
-
-    def _after_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if not self._active:
+    def _on_stop_training(self, cb: Any, hook: str, args: tuple[Any, ...]) -> None:
+        if self._session is None:
             return
-        reason, details = introspect.stop_reason(
-            self.model, self._stopper, self._others, self._epoch
-        )
-        self._finish("finished", reason, details)
+        epoch = args[0] if hook == "on_epoch_begin" and args else self._session.epoch
+        batch = args[0] if "batch" in hook and args else None
+        self._session.stopped_by(cb, epoch, batch)
 
     def _on_error(self, e: BaseException, where: str = "", args: tuple[Any, ...] = ()) -> None:
-        if not self._active:
+        if self._session is None:
             return
-        if where == "on_epoch_end" and args and args[0] != self._logged_epoch:
-            # Another callback failed in this epoch's end: the epoch itself had ended.
-            self._after_epoch_end(*args[:2])
-        details: dict[str, Any] = {"epoch": self._epoch}
-        if isinstance(e, (KeyboardInterrupt, TerminatedBySignal)):
-            signum = getattr(e, "signum", None)
-            details["signal"] = "SIGTERM" if signum else "SIGINT/KeyboardInterrupt"
-            self._finish("interrupted", "interrupted", details)
-            if isinstance(e, TerminatedBySignal):
-                die_by_signal(e.signum)
-            return
-        details["error"] = {"type": type(e).__name__, "message": str(e)[:2000]}
-        self._finish("failed", "error", details)
+        self._session.failed(e, where, args)
+        self._release()
+        if isinstance(e, TerminatedBySignal):
+            die_by_signal(e.signum)
 
     def _on_fit_vanished(self) -> None:
         """`fit` left without passing through a wrapped call: an exception in Keras's own loop."""
-        if not self._active:
-            return
-        pending = self._guard.pending_signal if self._guard else None
-        details = {
-            "epoch": self._epoch,
-            "error": {"type": "unknown", "message": "fit ended without on_train_end"},
-        }
-        if pending is not None:
-            self._finish("interrupted", "interrupted", {"epoch": self._epoch})
-        else:
-            self._finish("failed", "error", details)
+        guard = self._guard
+        if guard is not None:
+            self._on_unseen(guard.vanished_with(), guard.raised_signal)
+        elif self._session is not None:
+            self._session.vanished(None, None)
 
-    def _finish(self, status: str, reason: str, details: dict[str, Any]) -> None:
-        if not self._active or self._recorder is None:
+    def _on_unseen(self, e: BaseException | None, signum: int | None) -> None:
+        session, guard = self._session, self._guard
+        if session is None:
             return
-        self._active = False
-        if self._checkpoints is not None:
-            self._checkpoints.active = False
-            self._checkpoints.flush(self.model)
-        recorder = self._recorder
-        recorder.stop_heartbeat()
-        if self._batches:
-            recorder.call("log_batch_metrics", self.run_id, self._batch_points())
-        recorder.call(
-            "finish_run",
-            self.run_id,
-            status=status,
-            stop_reason=reason,
-            stop_details=jsonable(details),
-        )
+        session.vanished(e, signum)
+        if guard is not None:
+            guard.undo()
+            if e is not None or signum is not None:
+                guard.stop_watching()
+
+    def _release(self) -> None:
         if self._guard is not None:
             self._guard.undo()
-        if recorder.pending:
-            warnings.warn(
-                f"tracker: {recorder.pending} writes of run {self.run_id} could not reach the "
-                "database",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            self._guard.stop_watching()
+
+    def _broken(self, e: Exception) -> None:
+        """The tracker itself failed: say so, close the run, and leave training alone."""
+        warnings.warn(
+            f"tracker stops recording this fit: {type(e).__name__}: {e}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        session = self._session
+        if session is not None and session.active:
+            details = {
+                "epoch": session.epoch,
+                "error": {"type": "TrackerError", "message": f"{type(e).__name__}: {e}"},
+            }
+            session.finish("failed", "error", details)
+        self._release()
+        self._session = None
 
     def _end_previous(self) -> None:
         """A callback reused after a `fit` that died unseen: close what is still open."""
-        if self._active:
+        if self._session is not None and self._session.active:
             self._on_fit_vanished()
-        if self._guard is not None:
-            self._guard.undo()
-            self._guard = None
+        self._release()
+        self._guard = None
+        self._session = None
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
@@ -419,3 +350,8 @@ class TrackingCallback(keras.callbacks.Callback):
         rec = getattr(self, "_recorder", None)
         if rec is not None:
             rec.stop_heartbeat()
+
+
+def scalar_int(value: Any) -> int | None:
+    number = scalar(value)
+    return int(number) if number is not None else None

@@ -19,6 +19,9 @@ from tracker import introspect
 from tracker.checkpoints import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
 from tracker.recorder import RunRecorder
+from tracker.records import SummaryRecord
+from tracker.store import Store
+from tracker.values import scalar
 
 SAVE_INTERVAL_S = 60.0
 
@@ -38,7 +41,7 @@ class CheckpointKeeper:
         keep_best: bool,
     ) -> None:
         self._recorder = recorder
-        self._run_id = run_id
+        self.run_id = run_id
         self.best_path = best_path
         self._monitor = monitor
         self._mode = mode
@@ -47,6 +50,7 @@ class CheckpointKeeper:
         self._best: float | None = None
         self._best_mode: str | None = None
         self._resolved = False
+        self._warned_missing = False
         self._watched_best: dict[int, float] = {}
         self._pending: tuple[int, float, list] | None = None
         self._last_save = -math.inf
@@ -54,12 +58,12 @@ class CheckpointKeeper:
 
     # -- the callback's own best weights --------------------------------------------------------
 
-    def after_epoch(self, model: Any, epoch: int, values: dict[str, float], others: list) -> None:
+    def after_epoch(self, model: Any, epoch: int, values: dict[str, float]) -> None:
         """Keep the weights of a new best epoch: in memory at once (as EarlyStopping's
         `restore_best_weights` does), on disk at most every `SAVE_INTERVAL_S` and when the run
         ends, so tiny fast epochs do not pay for a file write each. Never raises: a model that
         cannot give its weights turns the best-weights copy off with a warning."""
-        if not self._keep_best or not self._resolve(values, others):
+        if not self._keep_best or not self._resolve(values):
             return
         try:
             self._keep(model, epoch, values)
@@ -71,15 +75,20 @@ class CheckpointKeeper:
                 stacklevel=4,
             )
 
+    def continue_from(self, summaries: dict[str, SummaryRecord]) -> None:
+        """A resumed run: only an epoch better than its recorded best replaces the best file."""
+        if self._monitor is None or self._monitor not in summaries or not self._resolve({}):
+            return
+        best, _ = summaries[self._monitor].best(self._best_mode or "min")
+        if best is not None and (
+            self._best is None or is_improvement(best, self._best, self._best_mode or "min")
+        ):
+            self._best = best
+
     def _keep(self, model: Any, epoch: int, values: dict[str, float]) -> None:
         key = self._monitor
         if key not in values:
-            warnings.warn(
-                f"tracker: best weights monitor {key!r} is not in the logs; available: "
-                f"{', '.join(sorted(values))}",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            self._warn_missing(key, values)
             return
         current = values[key]
         if not is_improvement(current, self._best, self._best_mode or "min", self._min_delta):
@@ -90,6 +99,21 @@ class CheckpointKeeper:
             self._save(model, epoch, current, None)  # the model holds these weights right now
         else:
             self._pending = (epoch, current, model.get_weights())
+
+    def _warn_missing(self, key: str | None, values: dict[str, float]) -> None:
+        """Once per run; not for an epoch that simply ran no validation (`validation_freq`)."""
+        skipped_validation = str(key).startswith("val_") and not any(
+            k.startswith("val_") for k in values
+        )
+        if self._warned_missing or skipped_validation:
+            return
+        self._warned_missing = True
+        warnings.warn(
+            f"tracker: best weights monitor {key!r} is not in the logs; available: "
+            f"{', '.join(sorted(values))}",
+            RuntimeWarning,
+            stacklevel=5,
+        )
 
     def flush(self, model: Any) -> None:
         """Write the best weights kept in memory (called when the run ends, however it ends)."""
@@ -124,19 +148,15 @@ class CheckpointKeeper:
                 model.set_weights(now)
         self.record(path, "weights", OWN_SOURCE, epoch, None, self._monitor, value, True)
 
-    def _resolve(self, values: dict[str, float], others: list) -> bool:
-        """Pick the monitor on the first epoch: ours, else EarlyStopping's, else val_loss/loss."""
+    def _resolve(self, values: dict[str, float]) -> bool:
+        """The direction of the monitor, decided once. A monitor not chosen before the run
+        (hooks called by hand, without `fit`) is taken from the first epoch's logs."""
         if self._resolved:
             return self._best_mode is not None
         self._resolved = True
         if self._monitor is None:
-            es = introspect.early_stopping(others)
-            self._monitor = (
-                es.monitor
-                if es is not None
-                else ("val_loss" if "val_loss" in values else "loss" if "loss" in values else None)
-            )
-        mode = self._mode if self._mode != "auto" else infer_mode(self._monitor or "")
+            self._monitor = "val_loss" if "val_loss" in values else "loss"
+        mode = self._mode if self._mode != "auto" else infer_mode(self._monitor)
         if mode is None:
             warnings.warn(
                 f"tracker cannot tell whether {self._monitor!r} is better high or low; pass "
@@ -172,8 +192,7 @@ class CheckpointKeeper:
     def _saved(
         self, cb: Any, path: Path, epoch: int, batch: int | None, logs: dict[str, Any]
     ) -> None:
-        value = logs.get(cb.monitor)
-        value = float(value) if value is not None else None
+        value = scalar(logs.get(cb.monitor))
         if cb.save_best_only:
             is_best = value is not None
         else:
@@ -201,8 +220,8 @@ class CheckpointKeeper:
         except OSError:
             return
         self._recorder.call(
-            "add_checkpoint",
-            self._run_id,
+            Store.add_checkpoint,
+            self.run_id,
             path=str(path),
             kind=kind,
             source=source,

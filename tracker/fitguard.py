@@ -12,19 +12,30 @@ before `on_train_begin`), then wraps, on those instances only:
   wherever the tracker sits in the list;
 - the hooks of other callbacks that can stop training, to learn which one set `stop_training`.
 
-Everything is put back when the run ends. Nothing here imports Keras.
+Wrappers are layered strictly: each attribute keeps a stack of the layers put on it, and a guard
+that ends unwraps only once the layers above its own are gone (last wrapped, first restored), so
+two trackers in one `fit`, or a tracker and another library that wraps, compose. A guard that has
+ended while still under another's layer turns into a pass-through.
+
+Keras's own loop can still raise between two wrapped calls (building the validation iterator at
+the end of the first epoch). Such a `fit` is noticed by the heartbeat (`fit_alive`); its exception
+is taken from the process's exception hooks when it ends the script or thread, or from what the
+fit's thread is handling when the heartbeat looks. Nothing here imports Keras.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable
-from types import FrameType
+from dataclasses import dataclass
+from types import FrameType, TracebackType
 from typing import Any
 
 # Raised by the data pipeline to end an epoch: control flow, not failure.
@@ -39,7 +50,16 @@ _LIST_HOOKS = (
     "on_test_batch_begin",
     "on_test_batch_end",
 )
-_STOPPING_HOOKS = ("on_epoch_end", "on_train_batch_end", "on_batch_end")
+# Where another callback may set `model.stop_training`.
+_STOPPING_HOOKS = (
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_batch_begin",
+    "on_batch_end",
+    "on_test_end",
+)
 
 
 class TerminatedBySignal(SystemExit):
@@ -69,32 +89,82 @@ def find_fit(callback: Any) -> tuple[Any | None, FrameType | None]:
     return cb_list, fit_frame
 
 
+# -- layered patches ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    obj: Any
+    name: str
+    wrapper: Any
+    had: bool  # the attribute was in the instance's own __dict__ before
+    old: Any
+    ended: bool = False
+
+
+_LAYERS: dict[tuple[int, str], list[_Layer]] = {}
+_LAYERS_LOCK = threading.Lock()
+
+
+def _push(obj: Any, name: str, wrapper: Any) -> _Layer:
+    with _LAYERS_LOCK:
+        had = name in getattr(obj, "__dict__", {})
+        layer = _Layer(obj, name, wrapper, had, obj.__dict__[name] if had else None)
+        setattr(obj, name, wrapper)
+        _LAYERS.setdefault((id(obj), name), []).append(layer)
+        return layer
+
+
+def _pop(layer: _Layer) -> None:
+    """End `layer`; restore the attribute for every ended layer now on top of its stack."""
+    with _LAYERS_LOCK:
+        layer.ended = True
+        key = (id(layer.obj), layer.name)
+        stack = _LAYERS.get(key, [])
+        while stack and stack[-1].ended:
+            top = stack[-1]
+            if top.obj.__dict__.get(top.name) is not top.wrapper:
+                break  # wrapped again by someone outside this registry: stay a pass-through
+            if top.had:
+                setattr(top.obj, top.name, top.old)
+            else:
+                with contextlib.suppress(AttributeError):
+                    delattr(top.obj, top.name)
+            stack.pop()
+        if not stack:
+            _LAYERS.pop(key, None)
+
+
+# -- the guard ------------------------------------------------------------------------------------
+
+
 class FitGuard:
-    """Wraps one `fit` for one run; `undo()` restores every object it touched."""
+    """Wraps one `fit` for one run; `undo()` takes its layers off again."""
 
     def __init__(
         self,
         on_error: Callable[[BaseException, str, tuple[Any, ...]], None],
         after: dict[str, Callable[..., None]],
-        on_stop_training: Callable[[Any, tuple[Any, ...]], None],
+        on_stop_training: Callable[[Any, str, tuple[Any, ...]], None],
+        on_unseen: Callable[[BaseException | None, int | None], None],
     ) -> None:
         self._on_error = on_error
         self._after = after
         self._on_stop_training = on_stop_training
-        self._patches: list[tuple[Any, str, bool, Any]] = []
-        self._signals: dict[int, Any] = {}
+        self._on_unseen = on_unseen
+        self._layers: list[_Layer] = []
+        self.active = True
         self.pending_signal: int | None = None
+        self.raised_signal: int | None = None  # the signal our handler turned into an exception
         self.busy: Callable[[], bool] = lambda: False
         self.fit_frame: FrameType | None = None
-        self._main = threading.main_thread().ident
+        self._caller: tuple[FrameType, int] | None = None
+        self.thread = threading.get_ident()
 
     # -- patching -------------------------------------------------------------------------------
 
     def _patch(self, obj: Any, name: str, wrapper: Callable[..., Any]) -> None:
-        had = name in getattr(obj, "__dict__", {})
-        old = obj.__dict__[name] if had else None
-        setattr(obj, name, wrapper)
-        self._patches.append((obj, name, had, old))
+        self._layers.append(_push(obj, name, wrapper))
 
     def _guarded(
         self, fn: Callable[..., Any], after: Callable[..., None] | None = None
@@ -103,13 +173,15 @@ class FitGuard:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return fn(*args, **kwargs)
             try:
                 result = fn(*args, **kwargs)
-                if after is not None:
+                if after is not None and self.active:
                     after(*args, **kwargs)
                 return result
             except BaseException as e:
-                if type(e).__name__ not in _CONTROL_FLOW:
+                if self.active and type(e).__name__ not in _CONTROL_FLOW:
                     self._on_error(e, name, args)
                 raise
 
@@ -117,6 +189,7 @@ class FitGuard:
 
     def install(self, model: Any, cb_list: Any, fit_frame: FrameType | None, own: Any) -> None:
         self.fit_frame = fit_frame
+        self._caller = _caller_of(fit_frame)
         for name in ("train_function", "test_function"):
             fn = getattr(model, name, None)
             if callable(fn):
@@ -132,13 +205,18 @@ class FitGuard:
             if name != "on_test_begin":
                 self._patch(cb_list, name, self._guarded(getattr(cb_list, name)))
         for cb in cb_list.callbacks:
-            if cb is not own:
+            if cb is not own and not _is_tracker(cb):
                 self._watch_stop(cb, model)
+        _watch_exits(self)
 
     def _wrap_test_function(self, model: Any) -> Callable[..., None]:
+        """`evaluate` builds `test_function` on first use: guard it once it exists."""
+
         def after(*_: Any, **__: Any) -> None:
             fn = model.__dict__.get("test_function")
-            if callable(fn) and not hasattr(fn, "__wrapped__"):
+            if callable(fn) and not any(
+                layer.obj is model and layer.wrapper is fn for layer in self._layers
+            ):
                 self._patch(model, "test_function", self._guarded(fn))
 
         return after
@@ -149,11 +227,11 @@ class FitGuard:
             if hook is None or getattr(hook, "_is_default", False):
                 continue
 
-            def wrapper(*args: Any, _hook: Any = hook, **kwargs: Any) -> Any:
+            def wrapper(*args: Any, _hook: Any = hook, _name: str = name, **kwargs: Any) -> Any:
                 before = bool(getattr(model, "stop_training", False))
                 result = _hook(*args, **kwargs)
-                if not before and getattr(model, "stop_training", False):
-                    self._on_stop_training(cb, args)
+                if self.active and not before and getattr(model, "stop_training", False):
+                    self._on_stop_training(cb, _name, args)
                 return result
 
             self._patch(cb, name, wrapper)
@@ -162,59 +240,193 @@ class FitGuard:
         self._patch(obj, name, wrapper_factory(getattr(obj, name)))
 
     def undo(self) -> None:
-        for obj, name, had, old in reversed(self._patches):
-            if had:
-                setattr(obj, name, old)
-            else:
-                with contextlib.suppress(AttributeError):
-                    delattr(obj, name)
-        self._patches.clear()
-        self.fit_frame = None
-        if threading.get_ident() == self._main:
-            self.restore_signals()
+        """Take this guard's layers off (or leave them as pass-throughs under others').
 
-    # -- liveness and signals -------------------------------------------------------------------
+        The exit watch stays until `stop_watching`: a `fit` that vanished may still have its
+        exception reported by the process's exception hooks."""
+        self.active = False
+        for layer in reversed(self._layers):
+            _pop(layer)
+        self._layers.clear()
+        self.fit_frame = None  # a finished frame holds the fit's data: let it go
+        _release_signals(self)
+
+    def stop_watching(self) -> None:
+        _unwatch_exits(self)
+
+    # -- liveness -------------------------------------------------------------------------------
 
     def fit_alive(self) -> bool:
-        """True while the `fit` frame is still on the main thread's stack."""
+        """True while the `fit` frame is still on the stack of the thread that runs it."""
         target = self.fit_frame
         if target is None:
             return True
-        frame = sys._current_frames().get(self._main) if self._main is not None else None
+        frame = sys._current_frames().get(self.thread)
         while frame is not None:
             if frame is target:
                 return True
             frame = frame.f_back
         return False
 
-    def install_signals(self) -> None:
-        if threading.get_ident() != self._main:
-            return
-        for signum, default in (
-            (signal.SIGINT, signal.default_int_handler),
-            (signal.SIGTERM, signal.SIG_DFL),
-        ):
-            current = signal.getsignal(signum)
-            if current is default:  # a handler of the user's own stays in charge
-                self._signals[signum] = current
-                signal.signal(signum, self._on_signal)
+    def came_from_fit(self, exc: BaseException | None) -> bool:
+        """True when `exc` passed through the line that called this `fit`."""
+        if exc is None or self._caller is None:
+            return False
+        frame, line = self._caller
+        tb: TracebackType | None = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame is frame and tb.tb_lineno == line:
+                return True
+            tb = tb.tb_next
+        return False
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.busy():
-            self.pending_signal = signum  # raised once the write under way has finished
-            return
-        raise_for_signal(signum)
+    def vanished_with(self) -> BaseException | None:
+        """The exception that took `fit` away, if the fit's thread is still handling it."""
+        candidates: list[Any] = [
+            sys._current_exceptions().get(self.thread),
+            getattr(sys, "last_exc", None),
+            getattr(sys, "last_value", None),
+        ]
+        if self._caller is not None:
+            candidates += list(self._caller[0].f_locals.values())
+        for exc in candidates:
+            if isinstance(exc, tuple):  # Python < 3.12 gives (type, value, traceback)
+                exc = exc[1]
+            if isinstance(exc, BaseException) and self.came_from_fit(exc):
+                return exc
+        return None
+
+    def unseen_exit(self, exc: BaseException | None) -> None:
+        """The process or the fit's thread ends with `exc` (or at exit) while this fit is open."""
+        if self.fit_frame is None or not self.fit_alive():
+            self._on_unseen(exc if self.came_from_fit(exc) else None, self.raised_signal)
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        """Route SIGINT/SIGTERM through the guard: only from the main thread, where Python
+        delivers signals, and only where the user has not installed a handler of their own."""
+        if threading.get_ident() == threading.main_thread().ident:
+            _claim_signals(self)
 
     def raise_pending_signal(self) -> None:
         signum, self.pending_signal = self.pending_signal, None
         if signum is not None:
+            self.raised_signal = signum
             raise_for_signal(signum)
 
-    def restore_signals(self) -> None:
-        for signum, handler in self._signals.items():
-            if signal.getsignal(signum) == self._on_signal:
-                signal.signal(signum, handler)
-        self._signals.clear()
+
+def _caller_of(fit_frame: FrameType | None) -> tuple[FrameType, int] | None:
+    """The first frame outside Keras above `fit`, and the line it called `fit` from."""
+    if fit_frame is None:
+        return None
+    path = fit_frame.f_code.co_filename
+    marker = os.sep + "keras" + os.sep
+    root = path[: path.rfind(marker) + len(marker)] if marker in path else path
+    frame = fit_frame.f_back
+    while frame is not None and frame.f_code.co_filename.startswith(root):
+        frame = frame.f_back
+    return (frame, frame.f_lineno) if frame is not None else None
+
+
+def _is_tracker(cb: Any) -> bool:
+    return any(c.__name__ == "TrackingCallback" for c in type(cb).__mro__)
+
+
+# -- process exit and uncaught exceptions ------------------------------------------------------
+
+_WATCHED: weakref.WeakSet[FitGuard] = weakref.WeakSet()
+_HOOKS: dict[str, Any] = {}
+
+
+def _watch_exits(guard: FitGuard) -> None:
+    _WATCHED.add(guard)
+    if _HOOKS:
+        return
+    _HOOKS["sys"] = sys.excepthook
+    _HOOKS["threading"] = threading.excepthook
+    sys.excepthook = _excepthook
+    threading.excepthook = _thread_excepthook
+    atexit.register(_at_exit)
+
+
+def _unwatch_exits(guard: FitGuard) -> None:
+    _WATCHED.discard(guard)
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    main = threading.main_thread().ident
+    for guard in [g for g in _WATCHED if g.thread == main]:
+        guard.unseen_exit(exc)
+    _HOOKS["sys"](kind, exc, tb)
+
+
+def _thread_excepthook(args: Any) -> None:
+    ident = args.thread.ident if args.thread is not None else None
+    for guard in [g for g in _WATCHED if g.thread == ident]:
+        guard.unseen_exit(args.exc_value)
+    _HOOKS["threading"](args)
+
+
+def _at_exit() -> None:
+    for guard in list(_WATCHED):
+        guard.unseen_exit(None)
+
+
+# -- signals --------------------------------------------------------------------------------------
+
+_SIGNAL_DEFAULTS: dict[int, Any] = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+}
+_CLAIMED: dict[int, Any] = {}  # signum -> the handler that was in place before ours
+_SIGNAL_GUARDS: list[FitGuard] = []
+
+
+def _claim_signals(guard: FitGuard) -> None:
+    for signum, default in _SIGNAL_DEFAULTS.items():
+        if signum not in _CLAIMED:
+            current = signal.getsignal(signum)
+            if current is not default:
+                continue  # a handler of the user's own stays in charge
+            _CLAIMED[signum] = current
+            signal.signal(signum, _on_signal)
+    _SIGNAL_GUARDS.append(guard)
+
+
+def _release_signals(guard: FitGuard) -> None:
+    """Give the signals back once no guard needs them (where Python allows it: main thread).
+    Elsewhere `_on_signal` stays installed but acts exactly as the handler it replaced."""
+    if guard in _SIGNAL_GUARDS:
+        _SIGNAL_GUARDS.remove(guard)
+    if _SIGNAL_GUARDS or threading.get_ident() != threading.main_thread().ident:
+        return
+    for signum, handler in list(_CLAIMED.items()):
+        if signal.getsignal(signum) is _on_signal:
+            signal.signal(signum, handler)
+        del _CLAIMED[signum]
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    guards = [g for g in _SIGNAL_GUARDS if g.active]
+    if not guards:
+        _previous_handler(signum, frame)
+        return
+    if any(g.busy() for g in guards):
+        for g in guards:
+            g.pending_signal = signum  # raised once the write under way has finished
+        return
+    for g in guards:
+        g.raised_signal = signum
+    raise_for_signal(signum)
+
+
+def _previous_handler(signum: int, frame: Any) -> None:
+    handler = _CLAIMED.get(signum, _SIGNAL_DEFAULTS.get(signum))
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        die_by_signal(signum)
 
 
 def raise_for_signal(signum: int) -> None:

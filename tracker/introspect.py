@@ -11,6 +11,8 @@ import math
 import os
 from typing import Any
 
+from tracker.values import plain, scalar
+
 FIT_ARGS = (
     "batch_size",
     "initial_epoch",
@@ -56,14 +58,9 @@ def is_chief() -> bool:
 
 def _number(value: Any) -> float | None:
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        try:
-            import numpy as np
-
-            return float(np.asarray(value))
-        except Exception:  # noqa: BLE001 - an unreadable value is recorded as unknown
-            return None
+        return scalar(value)
+    except Exception:  # noqa: BLE001 - an unreadable value is recorded as unknown
+        return None
 
 
 def current_lr(model: Any) -> float | None:
@@ -133,14 +130,9 @@ def _layers(model: Any) -> list[dict[str, Any]] | None:
 
 def _config(obj: Any) -> Any:
     try:
-        return json.loads(json.dumps(obj.get_config(), default=_jsonify))
+        return plain(obj.get_config())
     except Exception:  # noqa: BLE001
         return None
-
-
-def _jsonify(value: Any) -> Any:
-    n = _number(value)
-    return n if n is not None else str(value)
 
 
 def fit_params(
@@ -150,10 +142,9 @@ def fit_params(
     for name in FIT_ARGS:
         if name in fit_locals:
             out[name] = fit_locals[name]
-    if fit_locals:
-        out["validation"] = fit_locals.get("validation_data") is not None or bool(
-            fit_locals.get("validation_split")
-        )
+    validation = has_validation(fit_locals)
+    if validation is not None:
+        out["validation"] = validation
     out["callbacks"] = [
         type(cb).__name__
         for cb in callbacks
@@ -171,7 +162,15 @@ def fit_params(
         }
         for cb in find(callbacks, "ModelCheckpoint")
     ]
-    return {k: v for k, v in out.items() if v is not None and v != []}
+    return {k: v for k, v in plain(out).items() if v is not None and v != []}
+
+
+def has_validation(fit_locals: dict[str, Any]) -> bool | None:
+    """Whether `fit` validates (on some epochs at least); None when its arguments are unknown."""
+    if not fit_locals:
+        return None
+    split = scalar(fit_locals.get("validation_split")) or 0.0
+    return fit_locals.get("validation_data") is not None or split > 0
 
 
 def early_stopping_config(es: Any) -> dict[str, Any]:

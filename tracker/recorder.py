@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -36,8 +36,15 @@ from tracker.store import Store, open_store
 RETRY_DELAYS_S = (0.1, 0.4, 1.2)
 RETRY_BUDGET_S = 2.0  # past this the database counts as away and the spool takes over
 CALLBACK_BUSY_TIMEOUT_S = 5.0
+# How often the heartbeat thread looks whether `fit` is still running: soon enough to see the
+# exception that took it away while its thread is still handling it.
+ALIVE_POLL_S = 0.05
 
-Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+P = ParamSpec("P")
+R = TypeVar("R")
+# A write kept until it reaches a store: `Store.<method>`, its arguments. Methods, not their
+# names, so that renaming a `Store` method fails type checking rather than a training run.
+Op = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 _SHARED_MAX = 8  # stores kept open at once; the least recently used is closed past this
@@ -165,13 +172,17 @@ class RunRecorder:
             self._store = shared_store(self._url, CALLBACK_BUSY_TIMEOUT_S)
         return self._store
 
-    def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        """Run `Store.<op>(*args, **kwargs)` now, or keep it for later; never raises."""
+    def call(
+        self, op: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R | None:
+        """Run `op(store, *args, **kwargs)` now, or keep it for later; never raises.
+
+        `op` is a `Store` method (`Store.log_epoch`); None is returned when it was kept."""
         with self._lock:
             self.busy = True
             try:
-                entry = (op, args, kwargs)
-                if op == "create_run":
+                entry: Op = (op, args, kwargs)
+                if op is Store.create_run:
                     self._create_op = entry
                 self._pending.append(entry)
                 return self._drain(retry=True)
@@ -180,7 +191,7 @@ class RunRecorder:
 
     def remember_run(self, **create_kwargs: Any) -> None:
         """What the spool needs to recreate a run that was not created by this recorder."""
-        self._create_op = ("create_run", (), create_kwargs)
+        self._create_op = (Store.create_run, (), create_kwargs)
 
     def _drain(self, *, retry: bool) -> Any:
         result = None
@@ -189,12 +200,13 @@ class RunRecorder:
         while self._pending:
             op, args, kwargs = self._pending[0]
             try:
-                result = getattr(self._target(), op)(*args, **kwargs)
+                result = op(self._target(), *args, **kwargs)
             except Exception as e:  # noqa: BLE001 - training must go on whatever the store does
                 if self._shared and self._store is not None and self._spool is None:
                     _SHARED.discard(self._store)  # the next `fit` opens the database afresh
                 if not _transient(e):
-                    self._warn(f"tracker dropped one write ({op}: {type(e).__name__}: {e})")
+                    name = getattr(op, "__name__", op)
+                    self._warn(f"tracker dropped one write ({name}: {type(e).__name__}: {e})")
                     self._pending.pop(0)
                     continue
                 first_failure = first_failure or time.monotonic()
@@ -261,7 +273,7 @@ class RunRecorder:
         """Beat every `interval` seconds; when `alive()` turns False, call `on_dead()` and stop."""
         self.stop_heartbeat()
         self._stop = threading.Event()
-        poll = min(interval, 0.5) if alive is not None else interval
+        poll = min(interval, ALIVE_POLL_S) if alive is not None else interval
 
         def loop(stop: threading.Event) -> None:
             waited = 0.0
@@ -273,7 +285,7 @@ class RunRecorder:
                     return
                 if waited >= interval:
                     waited = 0.0
-                    self.call("heartbeat", run_id, interval)
+                    self.call(Store.heartbeat, run_id, interval)
 
         self._thread = threading.Thread(
             target=loop, args=(self._stop,), name="tracker-heartbeat", daemon=True
