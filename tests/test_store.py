@@ -300,7 +300,7 @@ def numpy_values() -> tuple[dict, dict]:
     }
     stored = {
         "units": 3,
-        "dropout": float(np.float32(0.9)),
+        "dropout": float(str(np.float32(0.9))),  # its shortest text, as the user wrote it
         "flag": True,
         "kernel": [[1, 2], [3, 4]],
         "shape": [28, [1, 0.5, None]],

@@ -52,6 +52,12 @@ def _from_array_like(value: Any) -> Any:
     """numpy scalars and arrays, tensors with `.numpy()`, and `__array__` objects as Python."""
     module = type(value).__module__ or ""
     if module.startswith("numpy") and callable(getattr(value, "tolist", None)):
+        dtype: Any = getattr(value, "dtype", None)
+        if getattr(dtype, "kind", "") == "f" and dtype.itemsize < 8:
+            # np.float32(0.9) is 0.9 to its user, not 0.8999999761581421: its shortest text.
+            if getattr(value, "ndim", 0) == 0:
+                return float(str(value))
+            return [plain(v) for v in value]
         return value.tolist()  # np.int64(3) -> 3, arrays -> nested lists
     to_numpy = getattr(value, "numpy", None)
     if callable(to_numpy):
@@ -70,23 +76,17 @@ def _from_array_like(value: Any) -> Any:
 
 
 def scalar(value: Any) -> float | None:
-    """A log value as a float, or None when it is not a single number (an array, a string)."""
+    """A log value as a float, as Keras's `float(value)` makes it for `History`; None when it is
+    not a single number (an array, a tensor with dimensions, text)."""
     if type(value) is float:
         return value
-    if isinstance(value, (bool, int, float)):
-        return float(value)
-    try:
-        converted = _from_array_like(value)
-    except Exception:  # noqa: BLE001 - an unreadable value is not a number
+    shape = getattr(value, "shape", None)
+    if shape is not None and tuple(shape) != ():
         return None
-    if converted is _UNCONVERTED:
-        try:
-            return float(value)
-        except (TypeError, ValueError, OverflowError):
-            return None
-    if isinstance(converted, (bool, int, float)):
-        return float(converted)
-    return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def flat_logs(logs: Mapping[str, Any]) -> dict[str, Any]:
