@@ -325,7 +325,7 @@ def early_stopping_config() -> tuple[dict, dict]:
     stored = {
         "EarlyStopping": {
             "patience": 3,
-            "baseline": float(np.float32(0.9)),
+            "baseline": float(str(np.float32(0.9))),
             "restore_best_weights": True,
             "min_delta": "NaN",
         },
