@@ -7,18 +7,44 @@ from typing import Any
 
 from tracker import checkpoints
 from tracker.errors import CheckpointError
-from tracker.records import CheckpointRecord
+from tracker.records import CheckpointRecord, RunDetail
 from tracker.store import Store, open_store
 
 
+def select_checkpoints(
+    store: Store,
+    run: str,
+    *,
+    epoch: int | None = None,
+    batch: int | None = None,
+    metric: str | None = None,
+) -> tuple[RunDetail, checkpoints.Choice]:
+    """The run `run` names and the checkpoints that may restore it (`checkpoints.select`). The
+    metric's history is read only when the run's best epoch has no checkpoint of its end."""
+    detail = store.run_detail(run, history=False)
+    choice = checkpoints.select(
+        detail.run,
+        detail.checkpoints,
+        detail.summaries,
+        lambda key: store.metric_history(detail.run.id, [key]),
+        epoch=epoch,
+        batch=batch,
+        metric=metric,
+    )
+    return detail, choice
+
+
 def find_checkpoint(
-    store: Store, run: str, *, epoch: int | None = None, metric: str | None = None
+    store: Store,
+    run: str,
+    *,
+    epoch: int | None = None,
+    batch: int | None = None,
+    metric: str | None = None,
 ) -> CheckpointRecord:
     """The checkpoint `tracker restore` would pick for `run`, checked against its hash."""
-    detail = store.run_detail(run, history=False)
-    return checkpoints.choose(
-        detail.run, detail.checkpoints, detail.summaries, epoch=epoch, metric=metric
-    )
+    _, choice = select_checkpoints(store, run, epoch=epoch, batch=batch, metric=metric)
+    return checkpoints.verified(choice.candidates)
 
 
 def restore_weights(
@@ -27,6 +53,7 @@ def restore_weights(
     *,
     db: str | None = None,
     epoch: int | None = None,
+    batch: int | None = None,
     metric: str | None = None,
     store: Store | None = None,
 ) -> CheckpointRecord:
@@ -36,21 +63,26 @@ def restore_weights(
         model: a built Keras model with the run's architecture.
         run: a run id, unique id prefix, unique run name, or `"latest"`.
         db: database URL. Defaults to `TRACKER_DB_URL`, then `sqlite:///tracker.db`.
-        epoch: restore this epoch's checkpoint. Defaults to the run's best epoch by its
-            monitored metric.
+        epoch: restore the weights of this epoch's end. Defaults to the best epoch by the
+            run's monitored metric that has a checkpoint (the returned record's `epoch` says
+            which: a `min_delta` or a batch-based `save_freq` can leave the run's best epoch
+            without one).
+        batch: with `epoch`, restore a batch-based ModelCheckpoint save of this batch instead.
         metric: pick the best epoch by this metric instead.
         store: an open store to read from instead of `db`.
 
     Returns:
-        The checkpoint that was loaded (full-model `.keras` and `.weights.h5` files both work).
+        The checkpoint that was loaded (`.keras`, `.weights.h5` and legacy HDF5 `.h5` files,
+        full model or weights, all work).
 
     Raises:
         CheckpointError: no checkpoint fits, or its file is missing or was modified.
+        MetricNotFound: the run did not record `metric`.
     """
     own = store is None
     store = store or open_store(db)
     try:
-        ck = find_checkpoint(store, run, epoch=epoch, metric=metric)
+        ck = find_checkpoint(store, run, epoch=epoch, batch=batch, metric=metric)
     finally:
         if own:
             store.close()
@@ -59,7 +91,7 @@ def restore_weights(
             # A full .keras file also holds optimizer state, which a freshly compiled model
             # has not built yet; Keras says so, and the weights load all the same.
             warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer")
-            model.load_weights(ck.path)
+            model.load_weights(ck.path)  # Keras picks the reader by the suffix, as recorded
     except (ValueError, OSError) as e:
         raise CheckpointError(f"could not load {ck.path} into {type(model).__name__}: {e}") from e
     return ck

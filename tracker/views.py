@@ -14,7 +14,7 @@ from typing import Any
 
 from tracker import checkpoints as ckpts
 from tracker.errors import CheckpointError
-from tracker.output import Table, View, fmt_duration, key_values
+from tracker.output import Table, View, fmt_duration, fmt_float, key_values
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -297,35 +297,41 @@ def metrics(run: RunRecord, points: list[MetricPoint], *, batches: bool) -> View
 # -- restore ------------------------------------------------------------------------------------
 
 
-def choose_for_target(
-    detail: RunDetail, to: Path, *, epoch: int | None, metric: str | None
-) -> CheckpointRecord:
-    """`checkpoints.choose`, preferring at the chosen epoch a file whose kind fits `to`'s suffix
-    (a run may hold both a ModelCheckpoint `.keras` and the callback's `.weights.h5` there)."""
-    run, cks, sums = detail.run, detail.checkpoints, detail.summaries
-    ck = ckpts.choose(run, cks, sums, epoch=epoch, metric=metric)
-    wanted = next((k for k, sfx in ckpts.SUFFIX.items() if to.name.endswith(sfx)), None)
-    if wanted is None or wanted == ck.kind:
+def choose_for_target(choice: ckpts.Choice, to: Path) -> CheckpointRecord:
+    """The first intact of the chosen checkpoints, preferring one whose format fits `to`'s
+    suffix (a run may hold both a ModelCheckpoint `.keras` and the callback's `.weights.h5`
+    there)."""
+    wanted = ckpts.file_format(to.name)
+    fitting = [c for c in choice.candidates if ckpts.checkpoint_format(c) == wanted]
+    if wanted is None or not fitting:
+        return ckpts.verified(choice.candidates)  # copy_verified then names the suffix it needs
+    ck, problems = ckpts.first_intact(fitting)
+    if ck is not None:
         return ck
-    fitting = [c for c in cks if c.kind == wanted]
-    if not any(c.epoch == ck.epoch for c in fitting):
-        return ck  # copy_verified then names the suffix this checkpoint needs
-    try:
-        return ckpts.choose(run, fitting, sums, epoch=ck.epoch)
-    except CheckpointError as e:
-        raise CheckpointError(
-            f"{e}; the {ck.kind} checkpoint of epoch {ck.epoch} is intact: "
-            f"--to {to.name} would need the suffix {ckpts.SUFFIX[ck.kind]!r} for it"
-        ) from e
-
-
-def restored(run: RunRecord, ck: CheckpointRecord, to: Path) -> str:
-    return (
-        f"Restored run {run.name} ({run.short_id}) epoch {ck.epoch}: {ck.kind} from {ck.source}\n"
-        f"  from   {ck.path}\n"
-        f"  to     {to}\n"
-        f"  sha256 {ck.sha256[:16]}... ({ck.size} bytes, verified)"
+    others = [c for c in choice.candidates if c not in fitting]
+    intact, more = ckpts.first_intact(others)
+    refused = "refusing to restore: " + "; ".join(problems)
+    if intact is None:
+        raise CheckpointError("; ".join([refused, *more]))
+    raise CheckpointError(
+        f"{refused}; the {intact.kind} checkpoint of epoch {intact.epoch} is intact: "
+        f"--to {to.name} would need the suffix {ckpts.checkpoint_format(intact)!r} for it"
     )
+
+
+def restored(run: RunRecord, ck: CheckpointRecord, to: Path, choice: ckpts.Choice) -> str:
+    at = f"epoch {ck.epoch}" + (f" batch {ck.batch}" if ck.batch is not None else "")
+    if choice.metric and choice.value is not None:
+        at += f" ({choice.metric} {fmt_float(choice.value)})"
+    lines = [f"Restored run {run.name} ({run.short_id}) {at}: {ck.kind} from {ck.source}"]
+    if choice.missed:
+        lines.append(f"  note   {choice.missed}")
+    lines += [
+        f"  from   {ck.path}",
+        f"  to     {to}",
+        f"  sha256 {ck.sha256[:16]}... ({ck.size} bytes, verified)",
+    ]
+    return "\n".join(lines)
 
 
 # -- small messages -----------------------------------------------------------------------------
