@@ -201,7 +201,10 @@ def list_runs(
     resolved = None
     if metric:
         try:
-            resolved = resolve_mode(metric, mode)
+            # Only a sorting metric needs a direction: a shown one falls back to its last value.
+            resolved = (
+                known_mode(conn, metric, mode, experiment) if sort else resolve_mode(metric, mode)
+            )
         except TrackerError:
             if sort:
                 raise
@@ -255,7 +258,7 @@ def best_runs(
         raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
     if top < 1:
         raise TrackerError(f"top must be 1 or more. Received: top={top}")
-    mode = resolve_mode(metric, mode)
+    mode = known_mode(conn, metric, mode, experiment)
     col = _value_column(agg, mode)
     epoch_col = {
         "last": sum_t.c.last_epoch,
@@ -293,13 +296,32 @@ def best_runs(
     ]
 
 
+def known_mode(conn: Connection, metric: str, mode: str, experiment: str | None = None) -> str:
+    """`resolve_mode`, except that a metric no run recorded is reported as such: a typo is not
+    a question of direction. Costs a query only when the direction cannot be told.
+
+    Raises:
+        MetricNotFound: no run recorded `metric`.
+        TrackerError: `mode` is not valid, or `auto` cannot tell.
+    """
+    try:
+        return resolve_mode(metric, mode)
+    except TrackerError:
+        if mode in MODES:
+            require_metrics([metric], metric_keys(conn, None), _in_experiment(experiment))
+        raise
+
+
+def _in_experiment(experiment: str | None) -> str:
+    return f"in experiment {experiment!r}" if experiment else ""
+
+
 def _raise_no_metric(conn: Connection, metric: str, experiment: str | None) -> None:
     keys = metric_keys(conn, None)
-    where = f" in experiment {experiment!r}" if experiment else ""
     if metric in keys:
+        where = f" {_in_experiment(experiment)}" if experiment else ""
         raise MetricNotFound(f"no run{where} has a finite value of {metric!r}")
-    known = ", ".join(keys) if keys else "none recorded yet"
-    raise MetricNotFound(f"no metric {metric!r}{where}; metrics recorded: {known}")
+    require_metrics([metric], keys, _in_experiment(experiment))
 
 
 # -- metrics and checkpoints ---------------------------------------------------------------------
@@ -393,14 +415,19 @@ def batch_metric_keys(conn: Connection, run_id: str) -> list[str]:
     return list(conn.scalars(q.distinct().order_by(metric_t.c.key)))
 
 
-def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str) -> None:
-    """Raise `MetricNotFound` naming the metrics that exist when any of `wanted` is not known."""
+def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str = "") -> None:
+    """Raise `MetricNotFound` naming the metrics that exist when any of `wanted` is not known.
+
+    The one wording of an unknown metric, wherever one is named (`best`, `runs list`, `compare`,
+    `metrics`, `restore`); `where` says where it was looked for ("in run 3f2a9c1e").
+    """
     known = sorted(set(known))
     missing = [k for k in wanted if k not in known]
     if missing:
         names = ", ".join(repr(k) for k in missing)
+        at = f" {where}" if where else ""
         listed = ", ".join(known) if known else "none recorded yet"
-        raise MetricNotFound(f"no metric {names} {where}; metrics recorded: {listed}")
+        raise MetricNotFound(f"no metric {names}{at}; metrics recorded: {listed}")
 
 
 def run_ids(conn: Connection) -> list[str]:
