@@ -24,10 +24,16 @@ def plain(value: Any) -> Any:
 
     Non-finite floats become the strings "NaN", "Infinity", "-Infinity", as in the JSON output.
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or type(value) in (bool, int, str):
         return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+    if isinstance(value, float):  # np.float64 is a float: made a plain one
+        return float(value) if math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
