@@ -81,3 +81,90 @@ def test_signal_ends_run_interrupted_and_process_stops_as_usual(db_url, request,
     assert run.status == "interrupted" and run.stop_reason == "interrupted"
     assert run.epochs_done == logged >= 2
     assert run.ended_at is not None
+
+
+# -- exceptions Keras raises in its own loop, where no wrapper sees them ---------------------------
+
+UNSEEN = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    sys.path.insert(0, sys.argv[2])
+    from tests.keras_helpers import data, fit, model
+    from tracker import TrackingCallback, open_store
+
+    x, y = data()
+    cb = TrackingCallback(db=sys.argv[1], heartbeat_interval=0.5)
+    mode = sys.argv[3]
+
+    def slow_validation():
+        print("VALIDATION", flush=True)
+        time.sleep(60)
+        yield x[:8], y[:8]
+
+    if mode == "mismatch":  # Keras builds the validation iterator at the end of epoch 0
+        fit(model(), [cb], epochs=3, validation_data=(x[:10], y[:12]))
+    elif mode == "ctrl-c":
+        fit(model(), [cb], epochs=3, validation_data=slow_validation(), validation_steps=1,
+            validation_split=0.0)
+    elif mode == "caught-then-sigterm":
+        try:
+            fit(model(), [cb], epochs=3, validation_data=(x[:10], y[:12]))
+        except ValueError:
+            pass
+        with open_store(sys.argv[1]) as s:
+            for _ in range(100):
+                if s.get_run(cb.run_id).status != "running":
+                    break
+                time.sleep(0.1)
+        print("READY", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def _run_unseen(db_url, request, mode):
+    return subprocess.Popen(
+        [sys.executable, "-c", UNSEEN, db_url, str(request.config.rootpath), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(proc, line):
+    for got in proc.stdout:
+        if got.strip() == line:
+            return
+    raise AssertionError(f"no {line!r}: {proc.stderr.read()[-2000:]}")
+
+
+def test_script_dying_of_an_unseen_exception_records_it(db_url, request):
+    proc = _run_unseen(db_url, request, "mismatch")
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    run, _ = _only_run(db_url)
+    error = run.stop_details["error"]
+    assert (run.status, run.stop_reason) == ("failed", "error")
+    assert f"{error['type']}: {error['message']}" in err  # as Python printed it
+    assert run.epochs_done == 0 and run.ended_at is not None
+
+
+def test_ctrl_c_while_validation_data_loads_is_an_interruption(db_url, request):
+    proc = _run_unseen(db_url, request, "ctrl-c")
+    _wait_for(proc, "VALIDATION")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    run, _ = _only_run(db_url)
+    assert (run.status, run.stop_reason) == ("interrupted", "interrupted")
+    assert run.stop_details["signal"] == "SIGINT/KeyboardInterrupt"
+
+
+def test_after_an_unseen_failure_sigterm_still_ends_the_process(db_url, request):
+    proc = _run_unseen(db_url, request, "caught-then-sigterm")
+    _wait_for(proc, "READY")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM  # as without the tracker
+    run, _ = _only_run(db_url)
+    assert run.status == "failed" and run.stop_details["error"]["type"] == "ValueError"

@@ -441,3 +441,23 @@ def test_two_trackers_in_one_fit_compose_and_unwrap(db_url, tmp_path):
     finally:
         for s in stores:
             s.close()
+
+
+# -- exceptions in Keras's own loop ----------------------------------------------------------
+
+
+def test_exception_keras_raises_between_callbacks_is_recorded_at_once(store, tmp_path):
+    """Mismatched validation arrays: Keras builds their iterator at the end of epoch 0, in
+    `fit` itself, outside any callback or step."""
+    x, y = data()
+    cb = _cb(store, tmp_path)
+    with pytest.raises(ValueError) as raised:
+        model().fit(x, y, epochs=3, verbose=0, validation_data=(x[:10], y[:12]), callbacks=[cb])
+    run = store.get_run(cb.run_id)  # no waiting: recorded before fit has left
+    assert (run.status, run.stop_reason) == ("failed", "error")
+    assert run.stop_details["error"] == {
+        "type": type(raised.value).__name__,
+        "message": str(raised.value),
+    }
+    assert run.stop_details["epoch"] == 0 and run.epochs_done == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

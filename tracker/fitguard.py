@@ -160,6 +160,8 @@ class FitGuard:
         self.fit_frame: FrameType | None = None
         self._caller: tuple[FrameType, int] | None = None
         self.thread = threading.get_ident()
+        self._window = False
+        self._leaving: BaseException | None = None
 
     # -- patching -------------------------------------------------------------------------------
 
@@ -175,6 +177,8 @@ class FitGuard:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not self.active:
                 return fn(*args, **kwargs)
+            if self._window:
+                self.close_window()
             try:
                 result = fn(*args, **kwargs)
                 if after is not None and self.active:
@@ -196,6 +200,7 @@ class FitGuard:
                 self._patch(model, name, self._guarded(fn))
         for name, after in self._after.items():
             self._patch(cb_list, name, self._guarded(getattr(cb_list, name), after))
+        self._patch(cb_list, "on_epoch_end", self._opening(cb_list.on_epoch_end))
         self._patch(
             cb_list,
             "on_test_begin",
@@ -207,7 +212,75 @@ class FitGuard:
         for cb in cb_list.callbacks:
             if cb is not own and not _is_tracker(cb):
                 self._watch_stop(cb, model)
+        epochs = fit_frame.f_locals.get("epoch_iterator") if fit_frame is not None else None
+        if callable(getattr(epochs, "catch_stop_iteration", None)):
+            self._patch(epochs, "catch_stop_iteration", self._opens_window_after(epochs))
         _watch_exits(self)
+        self.open_window()
+
+    # -- the gaps between wrapped calls ---------------------------------------------------------
+
+    def _opens_window_after(self, epochs: Any) -> Callable[..., Any]:
+        """The batch loop's context manager: once an epoch's batches are done, watch `fit`."""
+        catch = epochs.catch_stop_iteration
+        guard = self
+
+        @contextlib.contextmanager
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with catch(*args, **kwargs) as value:
+                yield value
+            guard.open_window()
+
+        return wrapper
+
+    def open_window(self) -> None:
+        """Trace the `fit` frame itself until the next wrapped call. Keras's own code runs
+        there (building the validation iterator at the end of the first epoch, finishing an
+        epoch) and can raise where no wrapper sees it. Only the fit frame reports events; other
+        frames are not traced, and a tracer of someone else's (a debugger, coverage) is left
+        alone."""
+        frame = self.fit_frame
+        if (
+            self._window
+            or frame is None
+            or not self.active
+            or threading.get_ident() != self.thread
+            or sys.gettrace() is not None
+        ):
+            return
+        frame.f_trace_lines = False
+        frame.f_trace = self._trace_fit
+        self._window = True
+        sys.settrace(_untraced)
+
+    def close_window(self) -> None:
+        if not self._window or threading.get_ident() != self.thread:
+            return
+        self._window = False
+        if sys.gettrace() is _untraced:
+            sys.settrace(None)
+        if self.fit_frame is not None:
+            self.fit_frame.f_trace = None
+
+    def _trace_fit(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "exception":
+            self._leaving = arg[1]
+        elif event == "return":
+            e, self._leaving = self._leaving, None
+            self.close_window()
+            failed = e is not None and type(e).__name__ not in _CONTROL_FLOW
+            if failed and arg is None and self.active:
+                self._on_error(e, "fit", ())  # type: ignore[arg-type]
+        return self._trace_fit
+
+    def _opening(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = fn(*args, **kwargs)
+            self.open_window()
+            return result
+
+        return wrapper
 
     def _wrap_test_function(self, model: Any) -> Callable[..., None]:
         """`evaluate` builds `test_function` on first use: guard it once it exists."""
@@ -244,6 +317,7 @@ class FitGuard:
 
         The exit watch stays until `stop_watching`: a `fit` that vanished may still have its
         exception reported by the process's exception hooks."""
+        self.close_window()
         self.active = False
         for layer in reversed(self._layers):
             _pop(layer)
@@ -314,6 +388,11 @@ class FitGuard:
         if signum is not None:
             self.raised_signal = signum
             raise_for_signal(signum)
+
+
+def _untraced(frame: FrameType, event: str, arg: Any) -> None:
+    """The thread's tracer while the fit frame is watched: no other frame is traced."""
+    return None
 
 
 def _caller_of(fit_frame: FrameType | None) -> tuple[FrameType, int] | None:
