@@ -22,7 +22,8 @@ from tracker.checkpointing import CheckpointKeeper
 from tracker.config import default_artifacts_dir, resolve_url
 from tracker.db import load_dialect
 from tracker.environment import collect_environment
-from tracker.fitguard import FitGuard, TerminatedBySignal, die_by_signal, find_fit
+from tracker.exits import TerminatedBySignal, die_by_signal
+from tracker.fitguard import FitGuard, find_fit
 from tracker.modes import MODES
 from tracker.recorder import RunRecorder
 from tracker.session import RunSession, choose_monitor

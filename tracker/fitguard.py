@@ -17,26 +17,26 @@ that ends unwraps only once the layers above its own are gone (last wrapped, fir
 two trackers in one `fit`, or a tracker and another library that wraps, compose. A guard that has
 ended while still under another's layer turns into a pass-through.
 
-Keras's own loop can still raise between two wrapped calls (building the validation iterator at
-the end of the first epoch). Such a `fit` is noticed by the heartbeat (`fit_alive`); its exception
-is taken from the process's exception hooks when it ends the script or thread, or from what the
-fit's thread is handling when the heartbeat looks. Nothing here imports Keras.
+Keras's own loop also raises between two wrapped calls (building the validation iterator at the
+end of the first epoch): the guard traces the `fit` frame alone through those gaps. Should a `fit`
+still leave unseen, the heartbeat notices (`fit_alive`), and its exception is taken from what the
+fit's thread is handling, or from the process's exception hooks (`exits.py`) when it ends the
+script or thread. Nothing here imports Keras.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import os
-import signal
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
+
+from tracker import exits
 
 # Raised by the data pipeline to end an epoch: control flow, not failure.
 _CONTROL_FLOW = ("StopIteration", "OutOfRangeError", "GeneratorExit", "StopAsyncIteration")
@@ -60,14 +60,6 @@ _STOPPING_HOOKS = (
     "on_batch_end",
     "on_test_end",
 )
-
-
-class TerminatedBySignal(SystemExit):
-    """SIGTERM, turned into an exception so the run can be closed before the process ends."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
 
 
 def find_fit(callback: Any) -> tuple[Any | None, FrameType | None]:
@@ -215,7 +207,7 @@ class FitGuard:
         epochs = fit_frame.f_locals.get("epoch_iterator") if fit_frame is not None else None
         if callable(getattr(epochs, "catch_stop_iteration", None)):
             self._patch(epochs, "catch_stop_iteration", self._opens_window_after(epochs))
-        _watch_exits(self)
+        exits.watch(self)
         self.open_window()
 
     # -- the gaps between wrapped calls ---------------------------------------------------------
@@ -323,10 +315,10 @@ class FitGuard:
             _pop(layer)
         self._layers.clear()
         self.fit_frame = None  # a finished frame holds the fit's data: let it go
-        _release_signals(self)
+        exits.release_signals(self)
 
     def stop_watching(self) -> None:
-        _unwatch_exits(self)
+        exits.unwatch(self)
 
     # -- liveness -------------------------------------------------------------------------------
 
@@ -381,13 +373,13 @@ class FitGuard:
         """Route SIGINT/SIGTERM through the guard: only from the main thread, where Python
         delivers signals, and only where the user has not installed a handler of their own."""
         if threading.get_ident() == threading.main_thread().ident:
-            _claim_signals(self)
+            exits.claim_signals(self)
 
     def raise_pending_signal(self) -> None:
         signum, self.pending_signal = self.pending_signal, None
         if signum is not None:
             self.raised_signal = signum
-            raise_for_signal(signum)
+            exits.raise_for_signal(signum)
 
 
 def _untraced(frame: FrameType, event: str, arg: Any) -> None:
@@ -410,111 +402,3 @@ def _caller_of(fit_frame: FrameType | None) -> tuple[FrameType, int] | None:
 
 def _is_tracker(cb: Any) -> bool:
     return any(c.__name__ == "TrackingCallback" for c in type(cb).__mro__)
-
-
-# -- process exit and uncaught exceptions ------------------------------------------------------
-
-_WATCHED: weakref.WeakSet[FitGuard] = weakref.WeakSet()
-_HOOKS: dict[str, Any] = {}
-
-
-def _watch_exits(guard: FitGuard) -> None:
-    _WATCHED.add(guard)
-    if _HOOKS:
-        return
-    _HOOKS["sys"] = sys.excepthook
-    _HOOKS["threading"] = threading.excepthook
-    sys.excepthook = _excepthook
-    threading.excepthook = _thread_excepthook
-    atexit.register(_at_exit)
-
-
-def _unwatch_exits(guard: FitGuard) -> None:
-    _WATCHED.discard(guard)
-
-
-def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    main = threading.main_thread().ident
-    for guard in [g for g in _WATCHED if g.thread == main]:
-        guard.unseen_exit(exc)
-    _HOOKS["sys"](kind, exc, tb)
-
-
-def _thread_excepthook(args: Any) -> None:
-    ident = args.thread.ident if args.thread is not None else None
-    for guard in [g for g in _WATCHED if g.thread == ident]:
-        guard.unseen_exit(args.exc_value)
-    _HOOKS["threading"](args)
-
-
-def _at_exit() -> None:
-    for guard in list(_WATCHED):
-        guard.unseen_exit(None)
-
-
-# -- signals --------------------------------------------------------------------------------------
-
-_SIGNAL_DEFAULTS: dict[int, Any] = {
-    signal.SIGINT: signal.default_int_handler,
-    signal.SIGTERM: signal.SIG_DFL,
-}
-_CLAIMED: dict[int, Any] = {}  # signum -> the handler that was in place before ours
-_SIGNAL_GUARDS: list[FitGuard] = []
-
-
-def _claim_signals(guard: FitGuard) -> None:
-    for signum, default in _SIGNAL_DEFAULTS.items():
-        if signum not in _CLAIMED:
-            current = signal.getsignal(signum)
-            if current is not default:
-                continue  # a handler of the user's own stays in charge
-            _CLAIMED[signum] = current
-            signal.signal(signum, _on_signal)
-    _SIGNAL_GUARDS.append(guard)
-
-
-def _release_signals(guard: FitGuard) -> None:
-    """Give the signals back once no guard needs them (where Python allows it: main thread).
-    Elsewhere `_on_signal` stays installed but acts exactly as the handler it replaced."""
-    if guard in _SIGNAL_GUARDS:
-        _SIGNAL_GUARDS.remove(guard)
-    if _SIGNAL_GUARDS or threading.get_ident() != threading.main_thread().ident:
-        return
-    for signum, handler in list(_CLAIMED.items()):
-        if signal.getsignal(signum) is _on_signal:
-            signal.signal(signum, handler)
-        del _CLAIMED[signum]
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    guards = [g for g in _SIGNAL_GUARDS if g.active]
-    if not guards:
-        _previous_handler(signum, frame)
-        return
-    if any(g.busy() for g in guards):
-        for g in guards:
-            g.pending_signal = signum  # raised once the write under way has finished
-        return
-    for g in guards:
-        g.raised_signal = signum
-    raise_for_signal(signum)
-
-
-def _previous_handler(signum: int, frame: Any) -> None:
-    handler = _CLAIMED.get(signum, _SIGNAL_DEFAULTS.get(signum))
-    if callable(handler):
-        handler(signum, frame)
-    elif handler == signal.SIG_DFL:
-        die_by_signal(signum)
-
-
-def raise_for_signal(signum: int) -> None:
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise TerminatedBySignal(signum)
-
-
-def die_by_signal(signum: int) -> None:
-    """End the process as the signal would have, now that the run is recorded."""
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tracker.checkpointing import CheckpointKeeper
-from tracker.fitguard import TerminatedBySignal
+from tracker.exits import TerminatedBySignal
 from tracker.recorder import RunRecorder
 from tracker.records import MetricPoint, RunRecord
 from tracker.store import Store
