@@ -461,3 +461,66 @@ def test_exception_keras_raises_between_callbacks_is_recorded_at_once(store, tmp
     }
     assert run.stop_details["epoch"] == 0 and run.epochs_done == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# -- models as the guides build them ----------------------------------------------------------
+
+
+class TwoOptimizers(keras.Model):
+    """The shape of the guide's GAN: `compile` takes two optimizers of its own, `train_step`
+    steps each on its half, the compile-time default optimizer is never used."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = keras.layers.Dense(1)
+        self.b = keras.layers.Dense(1)
+
+    def compile(self, a_optimizer, b_optimizer):
+        super().compile()
+        self.a_optimizer, self.b_optimizer = a_optimizer, b_optimizer
+
+    def call(self, x):
+        return self.a(x) + self.b(x)
+
+    def train_step(self, data):
+        x, y = data
+        losses = {}
+        for name, layer, opt in (("a", self.a, self.a_optimizer), ("b", self.b, self.b_optimizer)):
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((self(x) - y[:, None]) ** 2)
+            grads = tape.gradient(loss, layer.trainable_weights)
+            opt.apply(grads, layer.trainable_weights)
+            losses[f"{name}_loss"] = loss
+        return losses
+
+
+def test_a_model_with_optimizers_of_its_own(store, tmp_path, capfd):
+    keras.utils.set_random_seed(0)
+    m = TwoOptimizers()
+    m.compile(keras.optimizers.Adam(3e-4), keras.optimizers.SGD(0.01))
+    cb = _cb(store, tmp_path)
+    history = fit(m, [cb], epochs=2, validation_split=0.0)
+    run = assert_record_is_history(store, cb.run_id, history)
+    lrs = recorded_epochs(store, run.id)
+    for epoch in history.epoch:
+        assert lrs[epoch]["lr/a_optimizer"] == float(m.a_optimizer.learning_rate)
+        assert lrs[epoch]["lr/b_optimizer"] == float(m.b_optimizer.learning_rate)
+        assert "lr" not in lrs[epoch]  # compile's default optimizer never stepped
+    assert run.model["optimizers"]["a_optimizer"]["class"] == "Adam"
+    assert run.model["optimizers"]["b_optimizer"]["class"] == "SGD"
+    # No `loss` to keep best weights by: said once, and never raised into training, even where
+    # warnings are errors (this suite's filter).
+    assert "best weights monitor 'loss' is not in the logs" in capfd.readouterr().err
+
+
+def test_a_model_built_by_its_first_step(store, tmp_path):
+    m = keras.Sequential()
+    m.add(keras.layers.Dense(1))  # no input shape: built by fit's first step
+    m.compile(optimizer="rmsprop", loss="mse")
+    cb = _cb(store, tmp_path)
+    history = fit(m, [cb], epochs=2)
+    run = assert_record_is_history(store, cb.run_id, history)
+    assert run.model["trainable_params"] == m.count_params() > 0
+    (layer,) = run.model["layers"]
+    assert layer["params"] == m.layers[0].count_params()
+    assert layer["output_shape"] == list(m.layers[0].output.shape)

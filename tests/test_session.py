@@ -74,7 +74,7 @@ def test_a_whole_run_on_plain_objects(store, tmp_path):
     _keeper(session, recorder, tmp_path, "val_loss")
     logs_seen = []
     for epoch, val in enumerate([0.5, 0.7]):
-        session.epoch_begin(epoch, lr=0.1)
+        session.epoch_begin(epoch, {"lr": 0.1})
         for batch in range(4):
             session.batch_end(batch, {"loss": 1.0 + batch})
         logs = {"loss": 0.9, "compile_metrics": {"mae": 0.3}, "val_loss": val}
@@ -98,7 +98,7 @@ def test_a_whole_run_on_plain_objects(store, tmp_path):
 def test_batches_reported_per_execution_group(store, tmp_path):
     session, *_ = _session(store, tmp_path, n=4)
     session.start({"experiment": "spe"})
-    session.epoch_begin(0, None)
+    session.epoch_begin(0, {})
     reported = [3, 7, 11, 15]  # steps_per_execution=4: Keras reports each group's last batch
     for batch in reported:
         session.batch_end(batch, {"loss": float(batch)})
@@ -118,7 +118,7 @@ def test_batches_reported_per_execution_group(store, tmp_path):
 def test_failed_records_the_exception(store, tmp_path, error, status, kind):
     session, *_ = _session(store, tmp_path)
     session.start({"experiment": "fail"})
-    session.epoch_begin(0, None)
+    session.epoch_begin(0, {})
     session.epoch_end(0, {"loss": 1.0})
     session.failed(error, "on_epoch_begin", (1, {}))  # raised in epoch 1's begin
     run = store.get_run(session.run_id)
@@ -152,7 +152,7 @@ def test_resume_rewinds_and_continues_the_best(store, tmp_path):
     first.start({"experiment": "resume"})
     _keeper(first, recorder, tmp_path, "val_loss")
     for epoch, val in enumerate([0.9, 0.4, 0.6, 0.8]):
-        first.epoch_begin(epoch, None)
+        first.epoch_begin(epoch, {})
         first.epoch_end(epoch, {"val_loss": val})
     first.finish("finished", "completed", {})
 
@@ -161,7 +161,7 @@ def test_resume_rewinds_and_continues_the_best(store, tmp_path):
     assert again.run_id == first.run_id
     keeper = _keeper(again, recorder2, tmp_path, "val_loss")
     for epoch, val in [(2, 0.5), (3, 0.3)]:
-        again.epoch_begin(epoch, None)
+        again.epoch_begin(epoch, {})
         again.epoch_end(epoch, {"val_loss": val})
     again.finish("finished", "completed", {})
     timeline = [0.9, 0.4, 0.5, 0.3]
@@ -177,7 +177,7 @@ def test_resume_rewinds_and_continues_the_best(store, tmp_path):
 def test_start_moved_by_backup_and_restore_is_recorded(store, tmp_path):
     session, *_ = _session(store, tmp_path)
     session.start({"experiment": "bar", "fit_params": {"initial_epoch": 0, "batch_size": 8}})
-    session.epoch_begin(2, None)
+    session.epoch_begin(2, {})
     assert store.get_run(session.run_id).fit_params == {"initial_epoch": 2, "batch_size": 8}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tracker.environment import collect_environment
 from tracker.exits import TerminatedBySignal, die_by_signal
 from tracker.fitguard import FitGuard, find_fit
 from tracker.modes import MODES
+from tracker.notices import warn
 from tracker.recorder import RunRecorder
 from tracker.session import RunSession, choose_monitor
 from tracker.store import DEFAULT_HEARTBEAT_S, Store
@@ -128,6 +128,9 @@ class TrackingCallback(keras.callbacks.Callback):
         self._session: RunSession | None = None
         self._guard: FitGuard | None = None
         self._others: list[Any] = []
+        self._optimizers: dict[str, Any] = {}
+        self._steps: dict[str, int] = {}
+        self._built_at_start = True
 
     # -- run lifecycle --------------------------------------------------------------------------
 
@@ -150,6 +153,9 @@ class TrackingCallback(keras.callbacks.Callback):
         cb_list, fit_frame = find_fit(self)
         fit_locals = dict(fit_frame.f_locals) if fit_frame is not None else {}
         others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]
+        self._optimizers = introspect.optimizers(self.model)
+        self._steps = {}
+        self._built_at_start = bool(getattr(self.model, "built", True))
         session = RunSession(
             recorder,
             uuid.uuid4().hex,
@@ -252,7 +258,10 @@ class TrackingCallback(keras.callbacks.Callback):
     def _after_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._session is not None and self._session.active:
             try:
-                self._session.epoch_begin(epoch, introspect.current_lr(self.model))
+                if len(self._optimizers) > 1:
+                    self._steps = introspect.steps_taken(self._optimizers)
+                lrs = introspect.current_lrs(self._optimizers)
+                self._session.epoch_begin(epoch, lrs)
             except Exception as e:  # noqa: BLE001
                 self._broken(e)
 
@@ -260,11 +269,25 @@ class TrackingCallback(keras.callbacks.Callback):
         if self._session is None or not self._session.active:
             return
         try:
+            self._learn_from_the_steps()
             self._session.epoch_end(epoch, logs)
         except Exception as e:  # noqa: BLE001
             self._broken(e)
         if self._guard is not None:
             self._guard.raise_pending_signal()
+
+    def _learn_from_the_steps(self) -> None:
+        """What only the steps tell: which of several optimizers actually stepped this epoch (a
+        GAN's compile-time default never does), and the weights of a model built by them."""
+        session = self._session
+        assert session is not None
+        if self._steps:
+            now = introspect.steps_taken(self._optimizers)
+            idle = {k for k, n in now.items() if n == self._steps.get(k)}
+            session.epoch_lrs = {k: v for k, v in session.epoch_lrs.items() if k not in idle}
+        if not self._built_at_start:
+            self._built_at_start = True
+            session.update_facts(model=introspect.model_info(self.model))
 
     def _after_train_end(self, logs: dict[str, Any] | None = None) -> None:
         session = self._session
@@ -321,9 +344,8 @@ class TrackingCallback(keras.callbacks.Callback):
 
     def _broken(self, e: Exception) -> None:
         """The tracker itself failed: say so, close the run, and leave training alone."""
-        warnings.warn(
+        warn(
             f"tracker stops recording this fit: {type(e).__name__}: {e}",
-            RuntimeWarning,
             stacklevel=3,
         )
         session = self._session

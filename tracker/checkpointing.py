@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from tracker import introspect
 from tracker.checkpoints import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
+from tracker.notices import warn
 from tracker.recorder import RunRecorder
 from tracker.records import SummaryRecord
 from tracker.store import Store
@@ -69,9 +69,8 @@ class CheckpointKeeper:
             self._keep(model, epoch, values)
         except Exception as e:  # noqa: BLE001 - training must go on
             self._keep_best = False
-            warnings.warn(
+            warn(
                 f"tracker stops keeping best weights: {type(e).__name__}: {e}",
-                RuntimeWarning,
                 stacklevel=4,
             )
 
@@ -108,10 +107,10 @@ class CheckpointKeeper:
         if self._warned_missing or skipped_validation:
             return
         self._warned_missing = True
-        warnings.warn(
+        warn(
             f"tracker: best weights monitor {key!r} is not in the logs; available: "
-            f"{', '.join(sorted(values))}",
-            RuntimeWarning,
+            f"{', '.join(sorted(values))}. Pass TrackingCallback(monitor=...) to keep the best "
+            "weights by one of them",
             stacklevel=5,
         )
 
@@ -122,9 +121,7 @@ class CheckpointKeeper:
             try:
                 self._save(model, epoch, value, weights)
             except Exception as e:  # noqa: BLE001 - the run must still be closed
-                warnings.warn(
-                    f"tracker could not write best weights: {e}", RuntimeWarning, stacklevel=4
-                )
+                warn(f"tracker could not write best weights: {e}", stacklevel=4)
 
     def _save(self, model: Any, epoch: int, value: float, weights: list | None) -> None:
         self._pending = None
@@ -139,9 +136,7 @@ class CheckpointKeeper:
             model.save_weights(tmp, overwrite=True)
             os.replace(tmp, path)
         except OSError as e:
-            warnings.warn(
-                f"tracker could not save best weights to {path}: {e}", RuntimeWarning, stacklevel=4
-            )
+            warn(f"tracker could not save best weights to {path}: {e}", stacklevel=4)
             return
         finally:
             if now is not None:
@@ -158,10 +153,9 @@ class CheckpointKeeper:
             self._monitor = "val_loss" if "val_loss" in values else "loss"
         mode = self._mode if self._mode != "auto" else infer_mode(self._monitor)
         if mode is None:
-            warnings.warn(
+            warn(
                 f"tracker cannot tell whether {self._monitor!r} is better high or low; pass "
                 "mode='min' or mode='max' to keep best weights",
-                RuntimeWarning,
                 stacklevel=5,
             )
         self._best_mode = mode

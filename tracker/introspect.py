@@ -63,18 +63,47 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def current_lr(model: Any) -> float | None:
-    """The learning rate in effect now: a variable's value, or a schedule at the current step.
+def optimizers(model: Any) -> dict[str, Any]:
+    """The optimizers a model trains with, by the metric key of their learning rate: `lr` for
+    `model.optimizer`, `lr/<attribute>` for any other the model holds (a GAN's `train_step`
+    steps a `d_optimizer` and a `g_optimizer` of its own)."""
+    main = getattr(model, "optimizer", None)
+    found = {"lr": main} if main is not None else {}
+    try:
+        attributes = list(vars(model).items())
+    except TypeError:
+        return found
+    for name, value in attributes:
+        if not name.startswith("_") and value is not main and is_a(value, "Optimizer"):
+            found[f"lr/{name}"] = value
+    return found
+
+
+def current_lrs(opts: dict[str, Any]) -> dict[str, float]:
+    """The learning rates in effect now: a variable's value, or a schedule at the current step.
 
     `optimizer.learning_rate` does both in Keras 3 (there is no `optimizer.lr` any more).
     """
-    opt = getattr(model, "optimizer", None)
-    if opt is None:
-        return None
-    try:
-        return _number(opt.learning_rate)
-    except Exception:  # noqa: BLE001 - an exotic optimizer must not stop training
-        return None
+    out = {}
+    for key, opt in opts.items():
+        try:
+            lr = _number(opt.learning_rate)
+        except Exception:  # noqa: BLE001 - an exotic optimizer must not stop training
+            lr = None
+        if lr is not None:
+            out[key] = lr
+    return out
+
+
+def steps_taken(opts: dict[str, Any]) -> dict[str, int]:
+    """Each optimizer's step count (only read when a model has several)."""
+    out = {}
+    for key, opt in opts.items():
+        try:
+            out[key] = int(opt.iterations)
+        except Exception:  # noqa: BLE001
+            out[key] = -1
+    return out
 
 
 def _count(weights: Any) -> int:
@@ -93,9 +122,13 @@ def model_info(model: Any) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - subclassed models have no JSON form
         info["architecture"] = None
     info["layers"] = _layers(model)
-    opt = getattr(model, "optimizer", None)
-    if opt is not None:
-        info["optimizer"] = {"class": type(opt).__name__, "config": _config(opt)}
+    opts = optimizers(model)
+    for key, opt in opts.items():
+        about = {"class": type(opt).__name__, "config": _config(opt)}
+        if key == "lr":
+            info["optimizer"] = about
+        else:
+            info.setdefault("optimizers", {})[key.removeprefix("lr/")] = about
     return info
 
 

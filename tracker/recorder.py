@@ -22,7 +22,6 @@ import atexit
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -31,6 +30,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tracker.config import mask_url, sqlite_path
 from tracker.errors import DatabaseUnavailable
+from tracker.notices import warn
 from tracker.store import Store, open_store
 
 RETRY_DELAYS_S = (0.1, 0.4, 1.2)
@@ -235,11 +235,10 @@ class RunRecorder:
             return False
         if self._create_op is not None and self._pending[0] is not self._create_op:
             self._pending.insert(0, self._create_op)  # the spool must know the run itself
-        warnings.warn(
+        warn(
             f"tracker could not write to {self._where(main=True)} ({type(cause).__name__}: "
             f"{cause}); the run goes on in the spool file {self._spool_path}. Push it later "
             f"with: tracker sync {self._spool_path}",
-            RuntimeWarning,
             stacklevel=4,
         )
         self._warned = True
@@ -253,7 +252,7 @@ class RunRecorder:
     def _warn(self, message: str) -> None:
         if not self._warned:
             self._warned = True
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            warn(message, stacklevel=4)
 
     def flush(self) -> bool:
         """Retry kept writes now; True when nothing is left."""

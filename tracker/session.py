@@ -17,13 +17,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from tracker.checkpointing import CheckpointKeeper
 from tracker.exits import TerminatedBySignal
+from tracker.notices import warn
 from tracker.recorder import RunRecorder
 from tracker.records import MetricPoint, RunRecord
 from tracker.store import Store
@@ -73,7 +73,7 @@ class RunSession:
         self._resumed_last: int | None = None  # last epoch of the resumed run, until rewound
         self._first_epoch = True
         self._epoch_started = 0.0
-        self._epoch_lr: float | None = None
+        self.epoch_lrs: dict[str, float] = {}  # by metric key: `lr`, `lr/<optimizer>`
         self._shared_logs: tuple[int, Mapping[str, Any]] | None = None
         self._logged_epoch: int | None = None
         # Kept batches as Keras gave them, (epoch, batch, time.time(), logs): turned into metric
@@ -99,9 +99,8 @@ class RunSession:
             heartbeat_interval=self.heartbeat_interval,
         )
         if run is None:
-            warnings.warn(
+            warn(
                 f"tracker could not resume run {ref!r}; recording a new run",
-                RuntimeWarning,
                 stacklevel=4,
             )
             self.recorder.flush()
@@ -117,13 +116,13 @@ class RunSession:
 
     # -- epochs and batches ---------------------------------------------------------------------
 
-    def epoch_begin(self, epoch: int, lr: float | None) -> None:
+    def epoch_begin(self, epoch: int, lrs: Mapping[str, float]) -> None:
         if self._first_epoch:
             self._first_epoch = False
             self._on_first_epoch(epoch)
         self.epoch = epoch
         self._epoch_started = time.perf_counter()
-        self._epoch_lr = lr
+        self.epoch_lrs = dict(lrs)
         self._last_batch = -1
 
     def _on_first_epoch(self, epoch: int) -> None:
@@ -136,6 +135,10 @@ class RunSession:
             self.recorder.call(Store.discard_epochs, self.run_id, epoch)
         if self._resumed_last is not None and self.keeper is not None:
             self.keeper.continue_from(self.recorder.call(Store.summaries, self.run_id) or {})
+
+    def update_facts(self, **facts: Any) -> None:
+        """Facts about the run learned after its start (a model built by its first step)."""
+        self.recorder.call(Store.update_run, self.run_id, **plain(facts))
 
     def share_logs(self, epoch: int, logs: Mapping[str, Any] | None) -> None:
         """The dict `CallbackList` hands every callback for this epoch: read once all of them
@@ -162,8 +165,8 @@ class RunSession:
                 logs = self._shared_logs[1]
             self._shared_logs = None
             values = self._floats(flat_logs(logs or {}))
-            if self._epoch_lr is not None:
-                values.setdefault("lr", self._epoch_lr)
+            for key, lr in self.epoch_lrs.items():
+                values.setdefault(key, lr)
             if self.epoch == epoch and self._epoch_started:
                 values["epoch_time_s"] = time.perf_counter() - self._epoch_started
             self.recorder.call(
@@ -206,9 +209,8 @@ class RunSession:
         number = scalar(value)
         if number is None and not self._warned_values:
             self._warned_values = True
-            warnings.warn(
+            warn(
                 f"tracker skips non-scalar log {key!r} (value {value!r:.80})",
-                RuntimeWarning,
                 stacklevel=5,
             )
         return number
@@ -269,10 +271,9 @@ class RunSession:
                 stop_details=plain(details),
             )
             if recorder.pending:
-                warnings.warn(
+                warn(
                     f"tracker: {recorder.pending} writes of run {self.run_id} could not reach "
                     "the database",
-                    RuntimeWarning,
                     stacklevel=3,
                 )
 
