@@ -156,6 +156,59 @@ def _kv_match(table: Table, key: str, value: str, as_json: bool) -> Any:
     return exists().where(c.run_id == run_t.c.id, c.key == key, c.value.in_(candidates))
 
 
+# Columns the runs table can be ordered by besides a metric, with their default direction.
+SORT_COLUMNS = {
+    "started_at": (run_t.c.started_at, True),
+    "ended_at": (run_t.c.ended_at, True),
+    "name": (run_t.c.name, False),
+    "experiment": (exp_t.c.name, False),
+    "status": (run_t.c.status, False),
+    "stop_reason": (run_t.c.stop_reason, False),
+    "epochs": (run_t.c.epochs_done, True),
+}
+
+
+def _where(
+    q: Select[Any],
+    now: datetime,
+    *,
+    experiment: str | None = None,
+    status: str | None = None,
+    tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    since: datetime | None = None,
+    stop_reason: str | None = None,
+    text: str | None = None,
+) -> Select[Any]:
+    """`q` (over runs joined to experiments) narrowed by the filters; every value is bound."""
+    if status is not None and status not in STATUSES:
+        raise TrackerError(f"status must be one of {', '.join(STATUSES)}. Received: {status!r}")
+    if experiment is not None:
+        q = q.where(exp_t.c.name == experiment)
+    if status is not None:
+        q = q.where(_status_filter(status, now))
+    for k, v in (tags or {}).items():
+        q = q.where(_kv_match(tag_t, k, v, as_json=False))
+    for k, v in (params or {}).items():
+        q = q.where(_kv_match(param_t, k, v, as_json=True))
+    if since is not None:
+        q = q.where(run_t.c.started_at >= since)
+    if stop_reason is not None:
+        shown_crashed = _status_filter("crashed", now)  # a dead process is a crash, not running
+        q = q.where(
+            shown_crashed if stop_reason == "crashed" else run_t.c.stop_reason == stop_reason
+        )
+    if text:
+        q = q.where(func.lower(run_t.c.name).contains(text.lower(), autoescape=True))
+    return q
+
+
+def count_listed(conn: Connection, now: datetime, **filters: Any) -> int:
+    """How many runs `list_runs` would give with these filters and no limit (`_where`'s)."""
+    q = select(func.count()).select_from(run_t.join(exp_t, run_t.c.experiment_id == exp_t.c.id))
+    return conn.scalar(_where(q, now, **filters)) or 0
+
+
 def list_runs(
     conn: Connection,
     now: datetime,
@@ -170,32 +223,34 @@ def list_runs(
     sort: str | None = None,
     agg: str = "best",
     mode: str = "auto",
+    stop_reason: str | None = None,
+    text: str | None = None,
+    offset: int = 0,
+    order_by: str | None = None,
+    descending: bool | None = None,
 ) -> list[RankedRun]:
     """Runs newest first (or by `sort`), each with its best/last value of `metric`.
 
     `metric` is only shown; `sort` orders by that metric (runs without it last) and implies it.
-    Without either, `val_loss` is shown when any run recorded it.
+    Without either, `val_loss` is shown when any run recorded it. `order_by` (a key of
+    `SORT_COLUMNS`) orders by a column instead; `descending` overrides the direction of either
+    (a metric's default is best first). `stop_reason` and `text` (in the name, any case) filter
+    further; `offset` pages.
     """
-    if status is not None and status not in STATUSES:
-        raise TrackerError(f"status must be one of {', '.join(STATUSES)}. Received: {status!r}")
     if agg not in ("best", "last"):
         raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
+    if order_by is not None and order_by not in SORT_COLUMNS:
+        known = ", ".join(SORT_COLUMNS)
+        raise TrackerError(f"cannot sort by {order_by!r}: use a metric or one of {known}")
     metric = sort or metric
     if metric is None and conn.scalar(
         select(sum_t.c.key).where(sum_t.c.key == "val_loss").limit(1)
     ):
         metric = "val_loss"
-    q = _run_select()
-    if experiment is not None:
-        q = q.where(exp_t.c.name == experiment)
-    if status is not None:
-        q = q.where(_status_filter(status, now))
-    for k, v in (tags or {}).items():
-        q = q.where(_kv_match(tag_t, k, v, as_json=False))
-    for k, v in (params or {}).items():
-        q = q.where(_kv_match(param_t, k, v, as_json=True))
-    if since is not None:
-        q = q.where(run_t.c.started_at >= since)
+    filters: dict[str, Any] = {"experiment": experiment, "status": status, "tags": tags}
+    filters |= {"params": params}
+    filters |= {"since": since, "stop_reason": stop_reason, "text": text}
+    q = _where(_run_select(), now, **filters)
     if mode not in MODES:
         raise TrackerError(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
     resolved = None
@@ -211,12 +266,19 @@ def list_runs(
             agg = "last"  # only shown and its direction unknown: "best" means nothing, show last
     if sort:
         col = _value_column(agg, resolved or "min")
+        down = resolved != "min" if descending is None else descending
         q = q.outerjoin(sum_t, and_(sum_t.c.run_id == run_t.c.id, sum_t.c.key == sort)).order_by(
-            col.is_(None), col.asc() if resolved == "min" else col.desc()
+            col.is_(None), col.desc() if down else col.asc()
         )
+    elif order_by is not None:
+        col, down = SORT_COLUMNS[order_by]
+        down = down if descending is None else descending
+        q = q.order_by(col.is_(None), col.desc() if down else col.asc())
     q = q.order_by(run_t.c.started_at.desc(), run_t.c.id)
     if limit is not None:
         q = q.limit(limit)
+    if offset:
+        q = q.offset(offset)
     runs = _records(conn, conn.execute(q).all(), now)
     sums = _summaries_for(conn, [r.id for r in runs], metric) if metric else {}
     out = []
@@ -433,3 +495,39 @@ def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str = ""
 def run_ids(conn: Connection) -> list[str]:
     """Every run id, oldest first."""
     return list(conn.scalars(select(run_t.c.id).order_by(run_t.c.started_at, run_t.c.id)))
+
+
+# -- the web UI's reads --------------------------------------------------------------------------
+
+
+def summaries_of(
+    conn: Connection, run_ids: list[str], keys: list[str]
+) -> dict[str, dict[str, SummaryRecord]]:
+    """The summaries of `keys` for each of `run_ids` (run id -> key -> summary)."""
+    out: dict[str, dict[str, SummaryRecord]] = {r: {} for r in run_ids}
+    if run_ids and keys:
+        q = select(sum_t).where(sum_t.c.run_id.in_(run_ids), sum_t.c.key.in_(keys))
+        for m in conn.execute(q):
+            out[m.run_id][m.key] = _summary_record(m)
+    return out
+
+
+def series_rows(
+    conn: Connection,
+    run_id: str,
+    key: str,
+    *,
+    batches: bool,
+    after_epoch: int | None = None,
+    epochs: tuple[int, int] | None = None,
+) -> list[Row[Any]]:
+    """(epoch, step, value) rows of one metric of one run in time order, only the columns a
+    chart needs: a batch series can hold a million of them."""
+    c = metric_t.c
+    q = select(c.epoch, c.step, c.value).where(c.run_id == run_id, c.key == key)
+    q = q.where(c.step.is_not(None) if batches else c.step.is_(None))
+    if after_epoch is not None:
+        q = q.where(c.epoch > after_epoch)
+    if epochs is not None:
+        q = q.where(c.epoch.between(*epochs))
+    return list(conn.execute(q.order_by(c.epoch, c.step, c.id)))

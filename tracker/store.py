@@ -16,8 +16,9 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -591,6 +592,69 @@ class Store:
                 level = "batch" if batches else "epoch"
                 queries.require_metrics(keys, known, f"at {level} level in run {run.short_id}")
             return run, queries.metric_history(conn, run.id, keys, batches=batches)
+
+    # -- the web UI's reads (read-only) ---------------------------------------------------------
+
+    def runs_page(
+        self, *, metrics: Sequence[str] = (), limit: int = 50, offset: int = 0, **filters: Any
+    ) -> RunsPage:
+        """One page of `list_runs_checked` (same filters and order) with the total count of the
+        filtered runs and the summaries of `metrics` for the runs of the page: what the runs
+        table shows, read in one transaction without any metric history."""
+        page_filters = {
+            k: filters.pop(k) for k in ("metric", "sort", "agg", "mode", "order_by") if k in filters
+        }
+        with self._read() as conn:
+            now = utcnow()
+            wanted = [m for m in (page_filters.get("sort"), *metrics) if m]
+            known = queries.metric_keys(conn, None)
+            if known:
+                queries.require_metrics(wanted, known, "in this database")
+            total = queries.count_listed(
+                conn, now, **{k: v for k, v in filters.items() if k != "descending"}
+            )
+            ranked = queries.list_runs(
+                conn, now, limit=limit, offset=offset, **page_filters, **filters
+            )
+            ids = [r.run.id for r in ranked]
+            return RunsPage(total, ranked, queries.summaries_of(conn, ids, list(metrics)))
+
+    def metric_series(
+        self,
+        ref: str,
+        keys: Sequence[str] | None,
+        *,
+        batches: bool,
+        after_epoch: int | None = None,
+        epochs: tuple[int, int] | None = None,
+    ) -> tuple[RunRecord, dict[str, list[Any]]]:
+        """The run `ref` names and, per key (every key at that level when `keys` is empty),
+        its `(epoch, step, value)` rows after `after_epoch` and within `epochs`.
+
+        Raises:
+            MetricNotFound: one of `keys` is not recorded by the run at that level.
+        """
+        with self._read() as conn:
+            now = utcnow()
+            run = queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
+            known = (queries.batch_metric_keys if batches else queries.metric_keys)(conn, run.id)
+            if keys:
+                level = "batch" if batches else "epoch"
+                queries.require_metrics(keys, known, f"at {level} level in run {run.short_id}")
+            rows = {
+                k: queries.series_rows(
+                    conn, run.id, k, batches=batches, after_epoch=after_epoch, epochs=epochs
+                )
+                for k in (keys or known)
+            }
+            return run, rows
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    total: int  # runs matching the filters, all pages
+    runs: list[RankedRun]
+    summaries: dict[str, dict[str, SummaryRecord]]  # run id -> metric key -> summary
 
 
 def _as_stored(facts: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ tables, JSON, `--epoch` and `restore`.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,18 @@ def restored(run: RunRecord, ck: CheckpointRecord, to: Path, choice: ckpts.Choic
         f"  sha256 {ck.sha256[:16]}... ({ck.size} bytes, verified)",
     ]
     return "\n".join(lines)
+
+
+def restore_command(run: RunRecord, ck: CheckpointRecord) -> str:
+    """The `tracker restore` command that copies out this checkpoint, to a file of its own
+    name (whose suffix fits the checkpoint's format, as `restore` requires)."""
+    args = ["tracker", "restore", run.id]
+    if ck.epoch is not None:
+        args += ["--epoch", str(ck.epoch)]
+    if ck.batch is not None:
+        args += ["--batch", str(ck.batch)]
+    args += ["--to", Path(ck.path).name]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 # -- small messages -----------------------------------------------------------------------------
