@@ -40,6 +40,7 @@ COMMANDS = [
     ["db", "current"],
     ["db", "downgrade"],
     ["sync"],
+    ["ui"],
 ]
 LEAVES = [c for c in COMMANDS if c and c not in (["runs"], ["db"])]
 
