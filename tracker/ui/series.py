@@ -17,6 +17,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, cast
 
 
@@ -53,11 +54,53 @@ def batch_x(
     """x = epoch + step / steps per epoch: `steps_per_epoch` (fit's `steps`), or where it is
     unknown or too small for the steps recorded, the epoch's largest step + 1, so x never runs
     into the next epoch and stays sorted."""
-    last_step: dict[int, int] = {}
-    for e, s in zip(epochs, steps, strict=True):
-        last_step[e] = s  # points come in (epoch, step) order: the last is the largest
-    per = {e: max(steps_per_epoch or 0, s + 1) for e, s in last_step.items()}
-    return [e + s / per[e] for e, s in zip(epochs, steps, strict=True)]
+    return list(_BatchX(epochs, steps, steps_per_epoch))
+
+
+class _BatchX(Sequence[float]):
+    """`batch_x` computed on demand: bisection and the picked points need a few thousand x
+    values of a million-point series, not all of them."""
+
+    def __init__(
+        self, epochs: Sequence[int], steps: Sequence[int], steps_per_epoch: int | None
+    ) -> None:
+        self.epochs, self.steps = epochs, steps
+        self.per = _divisors(epochs, steps, steps_per_epoch or 0)
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        e = self.epochs[i]
+        return e + self.steps[i] / self.per[e]
+
+
+def _divisors(epochs: Sequence[int], steps: Sequence[int], known: int) -> dict[int, int]:
+    """Each epoch's steps: `known`, or its last (largest) step + 1 when that is more. Epochs
+    are sorted, so each one's last point is found by bisection, not by a pass over all."""
+    out: dict[int, int] = {}
+    i, n = 0, len(epochs)
+    while i < n:
+        e = epochs[i]
+        end = bisect.bisect_right(epochs, e, i)
+        out[e] = max(known, steps[end - 1] + 1)
+        i = end
+    return out
+
+
+class _EpochX(Sequence[float]):
+    def __init__(self, epochs: Sequence[int]) -> None:
+        self.epochs = epochs
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [float(e) for e in self.epochs[i]]
+        return float(self.epochs[i])
 
 
 def within(x: Sequence[float], x_min: float | None, x_max: float | None) -> tuple[int, int]:
@@ -110,24 +153,28 @@ def build(
     x_min: float | None = None,
     x_max: float | None = None,
 ) -> Series:
-    """A `Series` from the store's `(epoch, step, value)` rows (sorted), restricted to
-    [x_min, x_max] and downsampled to about `max_points` (None: every point)."""
-    epochs = [r[0] for r in rows]
-    steps = [r[1] for r in rows] if batches else None
-    values = [_none_for_nan(r[2]) for r in rows]
-    x: list[float] = (
-        batch_x(epochs, steps, steps_per_epoch) if steps is not None else [float(e) for e in epochs]
-    )
+    """A `Series` from the store's `(epoch, step, value)` rows (sorted; value None for NaN),
+    restricted to [x_min, x_max] and downsampled to about `max_points` (None: every point).
+    Columns are split and sliced by C-level operations; x is computed only for the
+    points bisection visits and the points kept."""
+    epochs, steps, values = (list(map(itemgetter(i), rows)) for i in range(3))
+    x: Sequence[float] = _BatchX(epochs, steps, steps_per_epoch) if batches else _EpochX(epochs)
     lo, hi = within(x, x_min, x_max)
-    if (lo, hi) != (0, len(x)):
-        x, epochs, values = x[lo:hi], epochs[lo:hi], values[lo:hi]
-        steps = steps[lo:hi] if steps is not None else None
-    total = len(x)
-    if max_points is not None and total > max_points:
+    total = hi - lo
+    if max_points is None or total <= max_points:
+        idx: Sequence[int] = range(lo, hi)
+    else:
+        if (lo, hi) != (0, len(x)):
+            epochs, steps, values = epochs[lo:hi], steps[lo:hi], values[lo:hi]
+            x = _BatchX(epochs, steps, steps_per_epoch) if batches else _EpochX(epochs)
         idx = downsample(x, values, max_points)
-        x, epochs, values = [x[i] for i in idx], [epochs[i] for i in idx], [values[i] for i in idx]
-        steps = [steps[i] for i in idx] if steps is not None else None
-    return Series(x, epochs, steps, values, total)
+    return Series(
+        [x[i] for i in idx],
+        [epochs[i] for i in idx],
+        [steps[i] for i in idx] if batches else None,
+        [_none_for_nan(values[i]) for i in idx],
+        total,
+    )
 
 
 def _none_for_nan(v: float | None) -> float | None:
