@@ -18,7 +18,7 @@ two trackers in one `fit`, or a tracker and another library that wraps, compose.
 ended while still under another's layer turns into a pass-through.
 
 Keras's own loop also raises between two wrapped calls (building the validation iterator at the
-end of the first epoch): the guard traces the `fit` frame alone through those gaps. Should a `fit`
+end of the first epoch that validates): the guard traces the `fit` frame alone through that gap. Should a `fit`
 still leave unseen, the heartbeat notices (`fit_alive`), and its exception is taken from what the
 fit's thread is handling, or from the process's exception hooks (`exits.py`) when it ends the
 script or thread. Nothing here imports Keras.
@@ -192,7 +192,6 @@ class FitGuard:
                 self._patch(model, name, self._guarded(fn))
         for name, after in self._after.items():
             self._patch(cb_list, name, self._guarded(getattr(cb_list, name), after))
-        self._patch(cb_list, "on_epoch_end", self._opening(cb_list.on_epoch_end))
         self._patch(
             cb_list,
             "on_test_begin",
@@ -204,16 +203,21 @@ class FitGuard:
         for cb in cb_list.callbacks:
             if cb is not own and not _is_tracker(cb):
                 self._watch_stop(cb, model)
-        epochs = fit_frame.f_locals.get("epoch_iterator") if fit_frame is not None else None
-        if callable(getattr(epochs, "catch_stop_iteration", None)):
-            self._patch(epochs, "catch_stop_iteration", self._opens_window_after(epochs))
+        fit_locals = fit_frame.f_locals if fit_frame is not None else {}
+        epochs = fit_locals.get("epoch_iterator")
+        if fit_locals.get("validation_data") is not None and callable(
+            getattr(epochs, "catch_stop_iteration", None)
+        ):
+            self._patch(epochs, "catch_stop_iteration", self._opens_window_after(epochs, model))
         exits.watch(self)
-        self.open_window()
 
     # -- the gaps between wrapped calls ---------------------------------------------------------
 
-    def _opens_window_after(self, epochs: Any) -> Callable[..., Any]:
-        """The batch loop's context manager: once an epoch's batches are done, watch `fit`."""
+    def _opens_window_after(self, epochs: Any, model: Any) -> Callable[..., Any]:
+        """The batch loop's context manager: once an epoch's batches are done and validation
+        is still to build its iterator (Keras does it in `fit` itself, on the first epoch that
+        validates), watch `fit` until `evaluate` starts. Only then: tracing slows the eager code
+        that runs meanwhile."""
         catch = epochs.catch_stop_iteration
         guard = self
 
@@ -221,14 +225,15 @@ class FitGuard:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with catch(*args, **kwargs) as value:
                 yield value
-            guard.open_window()
+            if getattr(model, "_eval_epoch_iterator", None) is None:
+                guard.open_window()
 
         return wrapper
 
     def open_window(self) -> None:
         """Trace the `fit` frame itself until the next wrapped call. Keras's own code runs
-        there (building the validation iterator at the end of the first epoch, finishing an
-        epoch) and can raise where no wrapper sees it. Only the fit frame reports events; other
+        there (building the validation iterator at the end of the first epoch that validates)
+        and can raise where no wrapper sees it. Only the fit frame reports events; other
         frames are not traced, and a tracer of someone else's (a debugger, coverage) is left
         alone."""
         frame = self.fit_frame
@@ -264,15 +269,6 @@ class FitGuard:
             if failed and arg is None and self.active:
                 self._on_error(e, "fit", ())  # type: ignore[arg-type]
         return self._trace_fit
-
-    def _opening(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            result = fn(*args, **kwargs)
-            self.open_window()
-            return result
-
-        return wrapper
 
     def _wrap_test_function(self, model: Any) -> Callable[..., None]:
         """`evaluate` builds `test_function` on first use: guard it once it exists."""
