@@ -512,6 +512,14 @@ def summaries_of(
     return out
 
 
+def recorded_keys(conn: Connection, keys: list[str]) -> set[str]:
+    """Which of `keys` some run recorded: a walk of the summaries' key index, not a scan."""
+    if not keys:
+        return set()
+    q = select(sum_t.c.key).where(sum_t.c.key.in_(keys)).group_by(sum_t.c.key)
+    return set(conn.scalars(q))
+
+
 def series_rows(
     conn: Connection,
     run_id: str,

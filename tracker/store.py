@@ -607,9 +607,10 @@ class Store:
         with self._read() as conn:
             now = utcnow()
             wanted = [m for m in (page_filters.get("sort"), *metrics) if m]
-            known = queries.metric_keys(conn, None)
-            if known:
-                queries.require_metrics(wanted, known, "in this database")
+            if set(wanted) - queries.recorded_keys(conn, wanted):  # the whole list only then
+                known = queries.metric_keys(conn, None)
+                if known:
+                    queries.require_metrics(wanted, known, "in this database")
             total = queries.count_listed(
                 conn, now, **{k: v for k, v in filters.items() if k != "descending"}
             )
