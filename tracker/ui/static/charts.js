@@ -115,8 +115,17 @@
       .map(([metric, ks]) => ({ metric: metric, keys: [...ks].sort((a, b) => a.startsWith("val_") - b.startsWith("val_")) }));
   }
 
+  /** The learning-rate keys of a run drawn: ours when recorded (the rate in effect), else the
+   * `learning_rate` a scheduler put in the logs. */
+  function lrKeys(series) {
+    const keys = Object.keys(series).filter(isLR);
+    const ours = keys.filter((k) => k !== "learning_rate");
+    return ours.length ? ours : keys;
+  }
+
+  /** The learning rate: ours (`lr`, `lr/<optimizer>`) and the key Keras's schedulers log. */
   function isLR(k) {
-    return k === "lr" || k.startsWith("lr/");
+    return k === "lr" || k.startsWith("lr/") || k === "learning_rate";
   }
 
   // -- one run's data -------------------------------------------------------------------------
@@ -212,7 +221,7 @@
   }
 
   function axisValues(u, vs) {
-    return vs.map((v) => (v == null ? "" : fmtValue(v)));
+    return vs.map((v) => (v == null ? "" : String(+v.toPrecision(3))));
   }
 
   /** Everything one chart draws, from the loaded runs: uPlot data, series options, markers. */
@@ -228,7 +237,7 @@
     runs.forEach((r, i) => {
       const colour = colourOf(i, th), toTime = timeMapper(r.series);
       const keys = group.keys.slice();
-      if (withLR) keys.push(...Object.keys(r.series).filter(isLR));
+      if (withLR) keys.push(...lrKeys(r.series));
       for (const key of keys) {
         const s = r.series[key];
         if (!s || !s.x.length) continue;
@@ -315,7 +324,7 @@
     ];
     if (hasLR) {
       scales.lr = { distr: 3, log: 10, range: logRange };
-      axes.push(Object.assign({}, axis, { scale: "lr", side: 1, label: "lr (log)", size: 60, grid: { show: false }, values: axisValues }));
+      axes.push(Object.assign({}, axis, { scale: "lr", side: 1, label: "lr (log)", size: 80, grid: { show: false }, values: axisValues }));
     }
     return {
       width: width,
@@ -388,7 +397,7 @@
       const series = {}, lr = {};
       for (const l of c.built.lines) {
         if (l.raw) continue;
-        if (l.axis === "lr") lr[l.run_id] = { key: l.key, x: l.x, y: l.y };
+        if (l.axis === "lr") lr[l.run_id] = lr[l.run_id] && lr[l.run_id].key === "lr" ? lr[l.run_id] : { key: l.key, x: l.x, y: l.y };
         else if (!series[l.run_id] || l.key.startsWith("val_")) series[l.run_id] = { key: l.key, x: l.x, y: l.y };
       }
       const entry = {
@@ -420,7 +429,7 @@
 
   function controls() {
     const o = state.opts;
-    const bar = el("form", { class: "charts-controls" });
+    const bar = el("form", { class: "charts-controls", style: "display:flex;flex-wrap:wrap;gap:0.5em 1.5em;align-items:center" });
     bar.addEventListener("submit", (e) => e.preventDefault());
     const select = (name, label, choices, value) => {
       const l = el("label", {}, label + " ");
@@ -478,7 +487,8 @@
       const c = { group: group, hasLR: hasLR, zoomed: false };
       c.built = buildChart(group, state.runs, state.opts, th, hasLR);
       const fig = el("figure", { class: "chart", "data-metric": group.metric });
-      fig.appendChild(el("figcaption", {}, group.keys.join(" / ") + (hasLR ? " (lr on the right, log)" : "")));
+      const styled = group.keys.map((k) => (group.keys.length > 1 ? k + (k.startsWith("val_") ? " (solid)" : " (dashed)") : k));
+      fig.appendChild(el("figcaption", {}, styled.join(", ") + (hasLR ? "; learning rate dotted, on the right (log)" : "")));
       box.appendChild(fig);
       c.plot = new uPlot(uplotOptions(c, width, state.opts, th, hasLR), c.built.data, fig);
       fig.querySelectorAll(".u-legend .chart-raw").forEach((row) => (row.style.display = "none"));
