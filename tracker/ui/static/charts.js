@@ -335,7 +335,7 @@
       cursor: { drag: { x: true, y: false, setScale: true } },
       legend: { live: true },
       hooks: {
-        draw: [(u) => drawMarkers(u, c.built.markers, th)],
+        draw: [(u) => drawMarkers(u, c.built.markers, th), () => c.drawMs == null && (c.drawMs = performance.now() - c.t0)],
         setScale: [(u, key) => key === "x" && onZoom(c, u)],
       },
     };
@@ -483,8 +483,7 @@
     const lrOn = groups.findIndex((g) => g.metric.includes("loss"));
     groups.forEach((group, gi) => {
       const hasLR = gi === Math.max(lrOn, 0) && [...keys].some(isLR);
-      const t0 = performance.now();
-      const c = { group: group, hasLR: hasLR, zoomed: false };
+      const c = { group: group, hasLR: hasLR, zoomed: false, t0: performance.now(), drawMs: null };
       c.built = buildChart(group, state.runs, state.opts, th, hasLR);
       const fig = el("figure", { class: "chart", "data-metric": group.metric });
       const styled = group.keys.map((k) => (group.keys.length > 1 ? k + (k.startsWith("val_") ? " (solid)" : " (dashed)") : k));
@@ -494,11 +493,13 @@
       fig.querySelectorAll(".u-legend .chart-raw").forEach((row) => (row.style.display = "none"));
       c.note = fig.appendChild(el("p", { class: "chart-points" }));
       renderNote(c);
-      c.drawMs = performance.now() - t0;
       state.charts.push(c);
     });
-    publish();
-    state.container.dataset.state = "ready";
+    // uPlot draws on the next microtask: "ready" (and drawMs, data to first draw) after that
+    queueMicrotask(() => {
+      publish();
+      state.container.dataset.state = "ready";
+    });
   }
 
   async function load() {
