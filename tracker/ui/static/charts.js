@@ -240,7 +240,7 @@
       if (withLR) keys.push(...lrKeys(r.series));
       for (const key of keys) {
         const s = r.series[key];
-        if (!s || !s.x.length) continue;
+        if (!s) continue; // an empty line stays: a chart keeps its series through zoom and live
         const lr = isLR(key), val = key.startsWith("val_");
         const xs = [], ys = [];
         s.x.forEach((x, j) => {
@@ -350,6 +350,11 @@
     const xs = u.data[0];
     const { min, max } = u.scales.x;
     c.zoomed = xs.length > 0 && (min > xs[0] || max < xs[xs.length - 1]);
+    if (!c.zoomed && c.refetched) {
+      // reset (double-click) after a zoomed refetch: back to the whole downsampled series
+      c.refetched = false;
+      update(c, buildChart(c.group, state.runs, state.opts, theme(state.container), c.hasLR), null);
+    }
     publish();
     if (c.zoomed && c.built.shown < c.built.total && state.opts.x === "epoch") {
       clearTimeout(c.refetch);
@@ -364,12 +369,8 @@
         const series = await fetchSeries(r.run, state.opts, { max_points: maxPoints(), x_min: min, x_max: max });
         return Object.assign({}, r, { series: Object.assign({}, r.series, series) });
       }));
-      const th = theme(state.container);
-      c.built = buildChart(c.group, runs, state.opts, th, c.hasLR);
-      state.rebuilding = true;
-      c.plot.setData(c.built.data, false);
-      state.rebuilding = false;
-      renderNote(c);
+      c.refetched = true;
+      update(c, buildChart(c.group, runs, state.opts, theme(state.container), c.hasLR), { min: min, max: max });
       publish();
     } catch (e) {
       showError(e);
@@ -385,6 +386,36 @@
     const run = await getJSON("/api/runs/" + encodeURIComponent(id));
     const series = await fetchSeries(run, state.opts, { max_points: maxPoints() });
     return { run: run, series: series, markers: runMarkers(run) };
+  }
+
+  /** The chart's uPlot, made anew (before its note) from c.built. */
+  function mount(c, width) {
+    c.plot = new uPlot(uplotOptions(c, width, state.opts, theme(state.container), c.hasLR), c.built.data, (u, init) => {
+      c.fig.insertBefore(u.root, c.note);
+      init();
+    });
+    c.fig.querySelectorAll(".u-legend .chart-raw").forEach((row) => (row.style.display = "none"));
+    renderNote(c);
+  }
+
+  /** New data for a drawn chart; `zoom` ({min, max} of x) kept when given, else the whole
+   * data shown. Series added or gone (a new key, a run's first point): the chart is remade. */
+  function update(c, built, zoom) {
+    state.rebuilding = true;
+    try {
+      c.built = built;
+      if (built.seriesOpts.length !== c.plot.series.length) {
+        const width = c.plot.width;
+        c.plot.destroy();
+        mount(c, width);
+      } else {
+        c.plot.setData(built.data, !zoom);
+        renderNote(c);
+      }
+      if (zoom) c.plot.setScale("x", zoom);
+    } finally {
+      state.rebuilding = false;
+    }
   }
 
   function renderNote(c) {
@@ -406,10 +437,11 @@
         runs: state.runs.map((r) => r.run.id),
         series: series,
         lr: lr,
-        lines: c.built.lines.map((l) => ({ run_id: l.run_id, key: l.key, axis: l.axis, raw: !!l.raw, colour: l.colour })),
+        lines: c.built.lines.map((l) => ({ run_id: l.run_id, key: l.key, axis: l.axis, raw: !!l.raw, colour: l.colour, x: l.x, y: l.y })),
         colours: Object.fromEntries(c.built.lines.map((l) => [l.run_id, l.colour])),
         markers: c.built.markers.map((m) => Object.assign({}, m)),
-        scales: { x: state.opts.x, y: state.opts.y, lr: c.hasLR ? "log" : null, lrDistr: c.hasLR ? c.plot.scales.lr.distr : null },
+        scales: { x: state.opts.x, y: state.opts.y, yDistr: c.plot.scales.y.distr, lr: c.hasLR ? "log" : null, lrDistr: c.hasLR ? c.plot.scales.lr.distr : null },
+        refetched: !!c.refetched,
         zoom: c.zoomed ? { min: c.plot.scales.x.min, max: c.plot.scales.x.max } : null,
         shown: c.built.shown,
         total: c.built.total,
@@ -489,10 +521,9 @@
       const styled = group.keys.map((k) => (group.keys.length > 1 ? k + (k.startsWith("val_") ? " (solid)" : " (dashed)") : k));
       fig.appendChild(el("figcaption", {}, styled.join(", ") + (hasLR ? "; learning rate dotted, on the right (log)" : "")));
       box.appendChild(fig);
-      c.plot = new uPlot(uplotOptions(c, width, state.opts, th, hasLR), c.built.data, fig);
-      fig.querySelectorAll(".u-legend .chart-raw").forEach((row) => (row.style.display = "none"));
+      c.fig = fig;
       c.note = fig.appendChild(el("p", { class: "chart-points" }));
-      renderNote(c);
+      mount(c, width);
       state.charts.push(c);
     });
     // uPlot draws on the next microtask: "ready" (and drawMs, data to first draw) after that
@@ -546,13 +577,8 @@
       if (newKeys && groups.some((g) => !keys.has(g.keys.join()))) return render();
       const th = theme(state.container);
       for (const c of state.charts) {
-        c.built = buildChart(c.group, state.runs, state.opts, th, c.hasLR);
         const zoom = c.zoomed ? { min: c.plot.scales.x.min, max: c.plot.scales.x.max } : null;
-        state.rebuilding = true;
-        c.plot.setData(c.built.data, !zoom);
-        if (zoom) c.plot.setScale("x", zoom);
-        state.rebuilding = false;
-        renderNote(c);
+        update(c, buildChart(c.group, state.runs, state.opts, th, c.hasLR), zoom);
       }
       publish();
     } catch (e) {
