@@ -5,11 +5,14 @@ console error and no request to another host (checked after every test by the `u
 # ruff: noqa: F811 - the fixtures imported from tests/ui_browser.py are the tests' parameters
 from __future__ import annotations
 
+import math
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.ui_browser import (  # noqa: F401 - fixtures too
+    BATCH_EPOCHS,
+    BATCH_STEPS,
     HOSTILE,
     Server,
     browser,
@@ -143,13 +146,7 @@ def test_a_running_run_gets_new_epochs_live_without_losing_the_zoom(ui, ui_store
     assert ui.page.eval_on_selector("#charts", "e => e.dataset.live") == "true"
     before = chart(ui.charts(), "loss")["series"][run_id]["x"]
 
-    over = ui.page.locator("#charts figure[data-metric=loss] .u-over")
-    box = over.bounding_box()
-    y = box["y"] + box["height"] / 2
-    ui.page.mouse.move(box["x"] + box["width"] * 0.1, y)
-    ui.page.mouse.down()
-    ui.page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
-    ui.page.mouse.up()
+    drag(ui, "loss", 0.1, 0.6)
     zoom = ui.page.evaluate("window.trackerCharts[0].zoom")
     assert zoom is not None and zoom["max"] < before[-1]
 
@@ -198,3 +195,98 @@ def test_with_a_token_a_request_without_it_is_refused(browser, ui_store):
             assert context.request.get(server.base + "/api/runs").status == 200
         finally:
             context.close()
+
+
+def line(entry, run_id, key, raw=False):
+    return next(
+        ln
+        for ln in entry["lines"]
+        if ln["run_id"] == run_id and ln["key"] == key and ln["raw"] == raw
+    )
+
+
+def test_terminate_on_nan_is_marked_and_its_non_finite_values_are_gaps(ui, ui_store):
+    fits = ui_store.fits
+    run_id = fits.ids["diverged"]
+    ui.open(f"/runs/{run_id}")
+    loss = chart(ui.charts(), "loss")
+    history = fits.history["diverged"]["loss"]
+    first_bad = next(e for e, v in enumerate(history) if not math.isfinite(v))
+    assert [m["epoch"] for m in loss["markers"] if m["kind"] == "nan"] == [first_bad]
+    drawn = line(loss, run_id, "loss")
+    assert drawn["x"] == list(range(len(history)))
+    assert drawn["y"] == [v if math.isfinite(v) else None for v in history]
+
+
+def test_a_failed_run_has_an_open_end_at_its_last_epoch(ui, ui_store):
+    run_id = ui_store.fits.ids["failed"]
+    assert ui_store.store.get_run(run_id).status == "failed"
+    ui.open(f"/runs/{run_id}")
+    markers = chart(ui.charts(), "loss")["markers"]
+    ends = [m for m in markers if m["kind"] == "open_end"]
+    assert [(m["epoch"], m["status"]) for m in ends] == [(ui_store.fits.failed_at, "failed")]
+
+
+def test_elapsed_time_log_y_and_smoothing_are_drawn_and_kept_in_the_url(ui, ui_store):
+    store, run_id = ui_store.store, ui_store.fits.ids["plain"]
+    ui.open(f"/runs/{run_id}")
+    ui.charts()
+    ui.page.select_option("#charts select[name=x]", "time")
+    ui.page.select_option("#charts select[name=y]", "log")
+    ui.page.wait_for_url("**y=log**")
+    assert parse_qs(urlsplit(ui.page.url).query) == {"x": ["time"], "y": ["log"]}
+
+    times = [p.value for p in store.metric_history(run_id, ["epoch_time_s"])]
+    elapsed = [sum(times[: i + 1]) for i in range(len(times))]
+    loss = chart(ui.page.evaluate("window.trackerCharts"), "loss")
+    assert loss["series"][run_id]["x"] == pytest.approx(elapsed)
+    best = next(m for m in loss["markers"] if m["kind"] == "best")
+    assert best["x"] == pytest.approx(elapsed[best["epoch"]])
+    assert loss["scales"]["y"] == "log" and loss["scales"]["yDistr"] == 3
+
+    ui.open(f"/runs/{run_id}?x=time&y=log&smooth=0.5")
+    loss = chart(ui.charts(), "loss")
+    assert loss["scales"]["x"] == "time" and loss["scales"]["yDistr"] == 3
+    assert ui.page.input_value("#charts input[name=smooth]") == "0.5"
+    raw = ui_store.fits.history["plain"]["val_loss"]
+    assert line(loss, run_id, "val_loss", raw=True)["y"] == pytest.approx(raw)
+    ema, last = [], 0.0
+    for n, v in enumerate(raw, 1):  # debiased EMA, as TensorBoard smooths
+        last = last * 0.5 + 0.5 * v
+        ema.append(last / (1 - 0.5**n))
+    assert loss["series"][run_id]["y"] == pytest.approx(ema)
+
+
+def test_batch_series_are_downsampled_and_a_zoom_fetches_its_range_again(ui, ui_store):
+    run_id = ui_store.fits.ids["batches"]
+    ui.open(f"/runs/{run_id}?batches=1")
+    loss = chart(ui.charts(), "loss")
+    drawn = line(loss, run_id, "loss")
+    total = BATCH_EPOCHS * BATCH_STEPS
+    assert loss["total"] == total + BATCH_EPOCHS  # the batches of loss, the epochs of val_loss
+    assert len(drawn["x"]) < total / 3
+    assert loss["shown"] == len(drawn["x"]) + BATCH_EPOCHS
+    note = ui.page.inner_text("#charts figure[data-metric=loss] .chart-points")
+    assert f"{loss['shown']} of {loss['total']} points" in note
+
+    drag(ui, "loss", 0.3, 0.4)
+    ui.page.wait_for_function("() => window.trackerCharts[0].refetched")
+    zoomed = ui.page.evaluate("window.trackerCharts[0]")
+    lo, hi = zoomed["zoom"]["min"], zoomed["zoom"]["max"]
+    inside = [x for x in line(zoomed, run_id, "loss")["x"] if lo <= x <= hi]
+    assert len(inside) > 2 * len([x for x in drawn["x"] if lo <= x <= hi])
+
+    ui.page.dblclick("#charts figure[data-metric=loss] .u-over")
+    ui.page.wait_for_function("() => !window.trackerCharts[0].refetched")
+    reset = ui.page.evaluate("window.trackerCharts[0]")
+    assert reset["zoom"] is None and reset["shown"] == loss["shown"]
+
+
+def drag(ui, metric, start, end):
+    """Drag across a chart from `start` to `end` (fractions of its width), as a person zooms."""
+    box = ui.page.locator(f"#charts figure[data-metric={metric}] .u-over").bounding_box()
+    y = box["y"] + box["height"] / 2
+    ui.page.mouse.move(box["x"] + box["width"] * start, y)
+    ui.page.mouse.down()
+    ui.page.mouse.move(box["x"] + box["width"] * end, y, steps=5)
+    ui.page.mouse.up()

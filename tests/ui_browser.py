@@ -7,12 +7,15 @@ Under CI=true a browser that cannot start fails the run, as a missing PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +24,7 @@ import pytest
 
 from tests.conftest import IN_CI, _pg_schema_url
 from tracker import Store, open_store
+from tracker.records import MetricPoint
 
 CHROMIUM = os.environ.get("TRACKER_TEST_CHROMIUM", "/usr/bin/chromium")
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -36,6 +40,7 @@ class Fits:
     stopped_epoch: int = 0
     es_best_epoch: int = 0
     checkpoint_files: list[str] = field(default_factory=list)
+    failed_at: int = 0  # the epoch whose end raised
 
 
 def make_fits(store: Store, workdir: Path) -> Fits:
@@ -49,6 +54,7 @@ def make_fits(store: Store, workdir: Path) -> Fits:
     fits = Fits()
 
     def tracked(name: str, lr: float, seed: int, callbacks: list[Any], epochs: int) -> None:
+        fits.history[name] = {}
         cb = TrackingCallback(
             store=store,
             experiment="ui",
@@ -57,8 +63,11 @@ def make_fits(store: Store, workdir: Path) -> Fits:
             tags={"suite": "browser"},
             artifacts_dir=str(workdir / "artifacts"),
         )
-        h = kh.fit(kh.model(lr=lr, seed=seed), [*callbacks, cb], epochs=epochs)
-        fits.ids[name] = cb.run_id
+        fits.ids[name] = ""
+        try:
+            h = kh.fit(kh.model(lr=lr, seed=seed), [*callbacks, cb], epochs=epochs)
+        finally:
+            fits.ids[name] = cb.run_id
         fits.history[name] = {k: [float(v) for v in vs] for k, vs in h.history.items()}
 
     es = keras.callbacks.EarlyStopping(
@@ -73,6 +82,17 @@ def make_fits(store: Store, workdir: Path) -> Fits:
     tracked("checkpointed", 1.0, 1, [ck], epochs=8)
     fits.checkpoint_files = sorted(p.name for p in ck_dir.iterdir())
     tracked("plain", 0.2, 2, [], epochs=6)
+    # a learning rate that blows the loss up to inf, then NaN: TerminateOnNaN ends the fit
+    tracked("diverged", 1e4, 3, [keras.callbacks.TerminateOnNaN()], epochs=5)
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch == fits.failed_at:
+                raise RuntimeError("boom")
+
+    fits.failed_at = 2
+    with contextlib.suppress(RuntimeError):
+        tracked("failed", 0.05, 4, [Boom()], epochs=5)
     return fits
 
 
@@ -90,6 +110,29 @@ def add_open_runs(store: Store, fits: Fits) -> None:
         log_epoch(store, hostile.id, e)
     store.finish_run(hostile.id, status="finished", stop_reason="completed")
     fits.ids["live"], fits.ids["hostile"] = live.id, hostile.id
+    fits.ids["batches"] = batch_run(store)
+
+
+BATCH_EPOCHS, BATCH_STEPS = 4, 5000
+
+
+def batch_run(store: Store) -> str:
+    """A run with 20,000 batch points of `loss`: more than a chart shows, so downsampled."""
+    run = store.create_run(
+        experiment="ui", name="many-batches", fit_params={"steps": BATCH_STEPS},
+        epochs_planned=BATCH_EPOCHS,
+    )  # fmt: skip
+    now = datetime.now(timezone.utc)
+    for e in range(BATCH_EPOCHS):
+        points = [
+            MetricPoint("loss", e, s, 1.0 / (1 + e + s / BATCH_STEPS) + 0.05 * (s % 7), now)
+            for s in range(BATCH_STEPS)
+        ]
+        store.log_epoch(
+            run.id, e, {"loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1)}, batches=points
+        )
+    store.finish_run(run.id, status="finished", stop_reason="completed")
+    return run.id
 
 
 def log_epoch(store: Store, run_id: str, epoch: int) -> None:
@@ -135,10 +178,7 @@ def ui_store(request, fitted, tmp_path_factory) -> Iterator[UIStore]:
     store = open_store(url)
     try:
         store.import_runs([source.export_run(run_id) for run_id in made.ids.values()])
-        fits = Fits(
-            dict(made.ids), made.history, made.stopped_epoch, made.es_best_epoch,
-            made.checkpoint_files,
-        )  # fmt: skip
+        fits = dataclasses.replace(made, ids=dict(made.ids))
         add_open_runs(store, fits)
         yield UIStore(url, store, fits)
     finally:
