@@ -24,6 +24,7 @@ from .helpers import seed_run, seed_three
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+LOCAL = "http://127.0.0.1:5000"
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def ro_store(db_url, store: Store):
 
 @pytest.fixture
 def client(ro_store):
-    with TestClient(create_app(ro_store)) as c:
+    with TestClient(create_app(ro_store), base_url=LOCAL) as c:
         yield c
 
 
@@ -330,6 +331,21 @@ def test_token_in_url_becomes_a_cookie(store, guarded):
     assert guarded.get("/api/runs").status_code == 200  # the cookie alone
 
 
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [("localhost:5000", 200), ("127.0.0.1", 200), ("[::1]:80", 200), ("evil.example:5000", 400)],
+)
+def test_without_a_token_only_loopback_host_names(store, client, host, status):
+    assert client.get("/api/runs", headers={"Host": host}).status_code == status
+
+
+def test_with_a_token_any_host_name(store, guarded):
+    r = guarded.get(
+        "/api/runs?token=s3cret", headers={"Host": "box.lan:5000"}, follow_redirects=False
+    )
+    assert r.status_code == 303
+
+
 # -- read-only, escaping, imports -----------------------------------------------------------------
 
 
@@ -355,7 +371,7 @@ def test_never_writes_sqlite(tmp_path):
         ids = seed_three(s)
     db = tmp_path / "ro.db"
     before = (db.read_bytes(), db.stat().st_mtime_ns)
-    with open_read_only(url) as s, TestClient(create_app(s)) as c:
+    with open_read_only(url) as s, TestClient(create_app(s), base_url=LOCAL) as c:
         for u in every_url(ids):
             assert c.get(u).status_code == 200, u
     assert (db.read_bytes(), db.stat().st_mtime_ns) == before
@@ -447,7 +463,7 @@ def test_ui_token_only_off_loopback(tmp_path, monkeypatch, host, token):
     assert result.exit_code == 0 and served["host"] == host and served["port"] == 5999
     printed = "?token=" in result.stderr
     assert printed == (token is not None)
-    c = TestClient(served["app"])
+    c = TestClient(served["app"], base_url=LOCAL)
     assert c.get("/api/runs").status_code == (401 if token else 200)
 
 

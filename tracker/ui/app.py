@@ -4,7 +4,9 @@ The guard is a plain ASGI middleware (no per-request task, unlike BaseHTTPMiddle
 answers every method but GET and HEAD with 405, asks for the token when one is set, and puts
 the security headers on every response, pages, API, static files and errors alike: the UI shows
 text written by whoever trained (run names, params, error messages), so the browser is told to
-run no script but ours and to let no other site frame it.
+run no script but ours and to let no other site frame it. Without a token (the loopback
+default) it accepts only loopback names in the Host header: a page of another site that gets
+its own name resolved to 127.0.0.1 (DNS rebinding) would otherwise read the API as same-origin.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
@@ -106,7 +109,9 @@ class Guard:
                 "Method Not Allowed: the UI is read-only", 405, headers={"Allow": "GET, HEAD"}
             )
         if self.token is None:
-            return None
+            if _host_name(scope) in LOOPBACK_HOSTS:
+                return None
+            return PlainTextResponse("Bad Request: the UI answers to localhost only", 400)
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), True)
         given = next((v for k, v in query if k == "token"), None)
         if given is not None:
@@ -116,6 +121,14 @@ class Guard:
         if _same(_cookie(scope), self.token):
             return None
         return _unauthorized()
+
+
+def _host_name(scope: Scope) -> str:
+    """The Host header's name, without the port (an IPv6 literal without its brackets)."""
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), "")
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
 
 
 def _same(given: str | None, token: str) -> bool:
