@@ -425,6 +425,14 @@ def test_pages_hold_no_inline_script(store, client):
     assert f"data-runs='[\"{ids['a']}\"]'" in html and 'data-live="false"' in html
 
 
+def test_runs_page_keeps_every_filter_in_its_form(store, client):
+    seed_three(store)
+    html = client.get("/?tag=team=x&tag=a=b&param=units=32&q=run&sort=name&order=desc").text
+    for value in ("team=x", "a=b", "units=32"):
+        assert f'value="{value}"' in html
+    assert 'name="sort" value="name"' in html and 'name="order" value="desc"' in html
+
+
 def test_unknown_run_page_is_404(store, client):
     r = client.get("/runs/nope")
     assert r.status_code == 404 and "no run matches" in r.text
