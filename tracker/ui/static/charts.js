@@ -13,7 +13,7 @@
 
   const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
   const STATE_COLOURS = { ok: "#009E73", missing: "#D55E00", modified: "#E69F00" };
-  const MARKER_LABELS = { best: "best", stopped: "stop", restored: "restored", nan: "NaN", open_end: "end?" };
+  const MARKER_LABELS = { best: "best", stopped: "stop", restored: "restored", nan: "NaN" };
   const OPEN_END = ["interrupted", "failed", "crashed"];
   const LIVE_MS = 3000;
   const MIN_HINTS = ["loss", "error", "mse", "mae", "mape", "msle", "rmse", "hinge", "entropy", "divergence", "poisson", "perplexity"];
@@ -308,7 +308,7 @@
       const row = labelled.get(px) || 0; // stacked labels where markers coincide
       labelled.set(px, row + 1);
       ctx.fillStyle = m.colour;
-      const text = MARKER_LABELS[m.kind], right = px + 3 * dpr + ctx.measureText(text).width > left + width;
+      const text = m.kind === "open_end" ? m.status + " here" : MARKER_LABELS[m.kind], right = px + 3 * dpr + ctx.measureText(text).width > left + width;
       ctx.textAlign = right ? "right" : "left";
       ctx.fillText(text, px + (right ? -3 : 3) * dpr, top + 2 * dpr + row * 11 * dpr);
     }
@@ -407,7 +407,7 @@
       if (built.seriesOpts.length !== c.plot.series.length) {
         const width = c.plot.width;
         c.plot.destroy();
-        mount(c, width);
+        mount(c, Math.max(320, fig.clientWidth || width)); // inside the figure's own margins
       } else {
         c.plot.setData(built.data, !zoom);
         renderNote(c);
@@ -523,7 +523,7 @@
       box.appendChild(fig);
       c.fig = fig;
       c.note = fig.appendChild(el("p", { class: "chart-points" }));
-      mount(c, width);
+      mount(c, Math.max(320, fig.clientWidth || width)); // inside the figure's own margins
       state.charts.push(c);
     });
     // uPlot draws on the next microtask: "ready" (and drawMs, data to first draw) after that
@@ -621,8 +621,7 @@
     window.addEventListener("resize", () => {
       clearTimeout(resize);
       resize = setTimeout(() => {
-        const w = Math.max(320, container.clientWidth);
-        state.charts.forEach((c) => c.plot.setSize({ width: w, height: c.plot.height }));
+        state.charts.forEach((c) => c.plot.setSize({ width: Math.max(320, c.fig.clientWidth), height: c.plot.height }));
       }, 150);
     });
   }
