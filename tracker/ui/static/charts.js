@@ -16,7 +16,20 @@
   const MARKER_LABELS = { best: "best", stopped: "stop", restored: "restored", nan: "NaN" };
   const OPEN_END = ["interrupted", "failed", "crashed"];
   const LIVE_MS = 3000;
-  const MIN_HINTS = ["loss", "error", "mse", "mae", "mape", "msle", "rmse", "hinge", "entropy", "divergence", "poisson", "perplexity"];
+  const MIN_HINTS = [
+    "loss",
+    "error",
+    "mse",
+    "mae",
+    "mape",
+    "msle",
+    "rmse",
+    "hinge",
+    "entropy",
+    "divergence",
+    "poisson",
+    "perplexity",
+  ];
   const MAX_HINTS = ["acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2", "similarity"];
 
   // -- values and options ---------------------------------------------------------------------
@@ -52,7 +65,11 @@
     const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
     if (!r.ok) {
       let msg = r.status + " " + r.statusText;
-      try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
+      try {
+        msg = (await r.json()).error || msg;
+      } catch (e) {
+        /* not JSON */
+      }
       const err = new Error(msg);
       err.status = r.status;
       throw err;
@@ -79,11 +96,14 @@
   }
 
   function runMarkers(run) {
-    const id = run.id, stop = run.stop || {}, out = [];
+    const id = run.id,
+      stop = run.stop || {},
+      out = [];
     const monitor = monitorOf(run);
     const s = monitor && run.summaries[monitor];
     if (s) {
-      const mode = stop.monitor === monitor && ["min", "max"].includes(stop.mode) ? stop.mode : inferMode(monitor);
+      const mode =
+        stop.monitor === monitor && ["min", "max"].includes(stop.mode) ? stop.mode : inferMode(monitor);
       const epoch = mode === "max" ? s.max_epoch : mode === "min" ? s.min_epoch : null;
       if (epoch != null) out.push({ kind: "best", run_id: id, epoch: epoch, metric: monitor });
     }
@@ -96,7 +116,14 @@
       out.push({ kind: "open_end", run_id: id, epoch: run.last_epoch, status: run.status });
     for (const ck of run.checkpoints || [])
       if (ck.epoch != null)
-        out.push({ kind: "checkpoint", run_id: id, epoch: ck.epoch, batch: ck.batch, state: ck.state, source: ck.source });
+        out.push({
+          kind: "checkpoint",
+          run_id: id,
+          epoch: ck.epoch,
+          batch: ck.batch,
+          state: ck.state,
+          source: ck.source,
+        });
     return out;
   }
 
@@ -112,7 +139,10 @@
     const rank = (m) => (m === "loss" ? 0 : m.includes("loss") ? 1 : 2);
     return [...groups.entries()]
       .sort((a, b) => rank(a[0]) - rank(b[0]) || a[0].localeCompare(b[0]))
-      .map(([metric, ks]) => ({ metric: metric, keys: [...ks].sort((a, b) => a.startsWith("val_") - b.startsWith("val_")) }));
+      .map(([metric, ks]) => ({
+        metric: metric,
+        keys: [...ks].sort((a, b) => a.startsWith("val_") - b.startsWith("val_")),
+      }));
   }
 
   /** The learning-rate keys of a run drawn: ours when recorded (the rate in effect), else the
@@ -145,12 +175,22 @@
     const all = (await getJSON(seriesUrl(run.id, keys, extra))).series;
     if (opts.batches) {
       const trainKeys = keys.filter((k) => !k.startsWith("val_") && !isLR(k) && k !== "epoch_time_s");
-      try {
-        const b = await getJSON(seriesUrl(run.id, trainKeys, Object.assign({ batches: 1 }, extra)));
-        for (const [k, s] of Object.entries(b.series)) if (s.x.length) all[k] = Object.assign(s, { batches: true });
-      } catch (e) {
-        if (e.status !== 400 && e.status !== 404) throw e; // no batch points: epoch level stays
-      }
+      const batch = (ks) => getJSON(seriesUrl(run.id, ks, Object.assign({ batches: 1 }, extra)));
+      const noBatches = (e) => {
+        if (e.status !== 400) throw e; // a key without batch points stays at epoch level
+        return { series: {} };
+      };
+      // all train keys at once; when one has no batch points (400), each on its own
+      let got = await batch(trainKeys).catch(noBatches);
+      if (!Object.keys(got.series).length && trainKeys.length > 1)
+        got = {
+          series: Object.assign(
+            {},
+            ...(await Promise.all(trainKeys.map((k) => batch([k]).catch(noBatches)))).map((b) => b.series),
+          ),
+        };
+      for (const [k, s] of Object.entries(got.series))
+        if (s.x.length) all[k] = Object.assign(s, { batches: true });
     }
     return all;
   }
@@ -158,7 +198,8 @@
   /** Elapsed time at an x (epoch, or fractional epoch for batches): the sum of epoch_time_s. */
   function timeMapper(series) {
     const t = series.epoch_time_s;
-    const ends = new Map(), durs = new Map();
+    const ends = new Map(),
+      durs = new Map();
     if (t) {
       let sum = 0;
       t.epoch.forEach((e, i) => {
@@ -177,10 +218,14 @@
 
   function ema(ys, w) {
     const out = new Array(ys.length);
-    let last = 0, n = 0;
+    let last = 0,
+      n = 0;
     for (let i = 0; i < ys.length; i++) {
       const y = ys[i];
-      if (y == null) { out[i] = null; continue; }
+      if (y == null) {
+        out[i] = null;
+        continue;
+      }
       last = last * w + (1 - w) * y;
       n++;
       out[i] = last / (1 - Math.pow(w, n));
@@ -209,7 +254,8 @@
 
   function logRange(u, min, max) {
     if (min == null || max == null || !(min > 0)) return [1e-4, 1];
-    let lo = Math.pow(10, Math.floor(Math.log10(min))), hi = Math.pow(10, Math.ceil(Math.log10(max)));
+    let lo = Math.pow(10, Math.floor(Math.log10(min))),
+      hi = Math.pow(10, Math.ceil(Math.log10(max)));
     if (hi <= lo) hi = lo * 10;
     return [lo, hi];
   }
@@ -227,22 +273,28 @@
   /** Everything one chart draws, from the loaded runs: uPlot data, series options, markers. */
   function buildChart(group, runs, opts, th, withLR) {
     const xLabel = opts.x === "time" ? "elapsed (s)" : "epoch";
-    const tables = [], lines = [], seriesOpts = [{ label: xLabel, value: (u, v) => fmtValue(v) }];
-    let shown = 0, total = 0;
+    const tables = [],
+      lines = [],
+      seriesOpts = [{ label: xLabel, value: (u, v) => fmtValue(v) }];
+    let shown = 0,
+      total = 0;
     const addLine = (xs, ys, s) => {
       tables.push([xs, ys]);
       seriesOpts.push(s.opts);
       lines.push(s.line);
     };
     runs.forEach((r, i) => {
-      const colour = colourOf(i, th), toTime = timeMapper(r.series);
+      const colour = colourOf(i, th),
+        toTime = timeMapper(r.series);
       const keys = group.keys.slice();
       if (withLR) keys.push(...lrKeys(r.series));
       for (const key of keys) {
         const s = r.series[key];
         if (!s) continue; // an empty line stays: a chart keeps its series through zoom and live
-        const lr = isLR(key), val = key.startsWith("val_");
-        const xs = [], ys = [];
+        const lr = isLR(key),
+          val = key.startsWith("val_");
+        const xs = [],
+          ys = [];
         s.x.forEach((x, j) => {
           const px = opts.x === "time" ? toTime(x, !!s.batches) : x;
           if (px == null) return;
@@ -251,7 +303,10 @@
           xs.push(px);
           ys.push(y);
         });
-        if (!lr) { shown += s.shown; total += s.total; }
+        if (!lr) {
+          shown += s.shown;
+          total += s.total;
+        }
         const label = r.run.name + " · " + key;
         const base = {
           label: label,
@@ -264,7 +319,16 @@
         };
         const line = { run_id: r.run.id, key: key, axis: lr ? "lr" : "y", colour: colour, x: xs, y: ys };
         if (opts.smooth > 0 && !lr) {
-          addLine(xs, ys, { opts: Object.assign({}, base, { label: label + " (raw)", class: "chart-raw", stroke: colour + "40", dash: undefined, width: 1 }), line: Object.assign({ raw: true }, line) });
+          addLine(xs, ys, {
+            opts: Object.assign({}, base, {
+              label: label + " (raw)",
+              class: "chart-raw",
+              stroke: colour.startsWith("#") ? colour + "40" : "rgba(128,128,128,0.3)",
+              dash: undefined,
+              width: 1,
+            }),
+            line: Object.assign({ raw: true }, line),
+          });
           const sm = ema(ys, opts.smooth);
           addLine(xs, sm, { opts: base, line: Object.assign({}, line, { y: sm, smoothed: opts.smooth }) });
         } else {
@@ -285,7 +349,9 @@
   }
 
   function drawMarkers(u, markers, th) {
-    const ctx = u.ctx, dpr = devicePixelRatio || 1, { left, top, width, height } = u.bbox;
+    const ctx = u.ctx,
+      dpr = devicePixelRatio || 1,
+      { left, top, width, height } = u.bbox;
     ctx.save();
     ctx.font = 10 * dpr + "px sans-serif";
     ctx.textBaseline = "top";
@@ -300,7 +366,9 @@
       }
       ctx.strokeStyle = m.colour;
       ctx.lineWidth = (m.kind === "best" ? 1.5 : 1) * dpr;
-      ctx.setLineDash(m.kind === "best" ? [] : m.kind === "open_end" ? [2 * dpr, 2 * dpr] : [5 * dpr, 3 * dpr]);
+      ctx.setLineDash(
+        m.kind === "best" ? [] : m.kind === "open_end" ? [2 * dpr, 2 * dpr] : [5 * dpr, 3 * dpr],
+      );
       ctx.beginPath();
       ctx.moveTo(px, top);
       ctx.lineTo(px, top + height);
@@ -308,7 +376,8 @@
       const row = labelled.get(px) || 0; // stacked labels where markers coincide
       labelled.set(px, row + 1);
       ctx.fillStyle = m.colour;
-      const text = m.kind === "open_end" ? m.status + " here" : MARKER_LABELS[m.kind], right = px + 3 * dpr + ctx.measureText(text).width > left + width;
+      const text = m.kind === "open_end" ? m.status + " here" : MARKER_LABELS[m.kind],
+        right = px + 3 * dpr + ctx.measureText(text).width > left + width;
       ctx.textAlign = right ? "right" : "left";
       ctx.fillText(text, px + (right ? -3 : 3) * dpr, top + 2 * dpr + row * 11 * dpr);
     }
@@ -324,7 +393,16 @@
     ];
     if (hasLR) {
       scales.lr = { distr: 3, log: 10, range: logRange };
-      axes.push(Object.assign({}, axis, { scale: "lr", side: 1, label: "lr (log)", size: 80, grid: { show: false }, values: axisValues }));
+      axes.push(
+        Object.assign({}, axis, {
+          scale: "lr",
+          side: 1,
+          label: "lr (log)",
+          size: 80,
+          grid: { show: false },
+          values: axisValues,
+        }),
+      );
     }
     return {
       width: width,
@@ -335,7 +413,10 @@
       cursor: { drag: { x: true, y: false, setScale: true } },
       legend: { live: true },
       hooks: {
-        draw: [(u) => drawMarkers(u, c.built.markers, th), () => c.drawMs == null && (c.drawMs = performance.now() - c.t0)],
+        draw: [
+          (u) => drawMarkers(u, c.built.markers, th),
+          () => c.drawMs == null && (c.drawMs = performance.now() - c.t0),
+        ],
         setScale: [(u, key) => key === "x" && onZoom(c, u)],
       },
     };
@@ -343,7 +424,16 @@
 
   // -- the page's state -----------------------------------------------------------------------
 
-  const state = { container: null, ids: [], runs: [], charts: [], opts: null, timer: null, rebuilding: false };
+  const state = {
+    container: null,
+    ids: [],
+    runs: [],
+    charts: [],
+    opts: null,
+    timer: null,
+    rebuilding: false,
+    refreshing: false,
+  };
 
   function onZoom(c, u) {
     if (state.rebuilding) return;
@@ -365,12 +455,21 @@
   /** Zoomed into downsampled series: fetch the range again at full resolution for the width. */
   async function refetchRange(c, min, max) {
     try {
-      const runs = await Promise.all(state.runs.map(async (r) => {
-        const series = await fetchSeries(r.run, state.opts, { max_points: maxPoints(), x_min: min, x_max: max });
-        return Object.assign({}, r, { series: Object.assign({}, r.series, series) });
-      }));
+      const runs = await Promise.all(
+        state.runs.map(async (r) => {
+          const series = await fetchSeries(r.run, state.opts, {
+            max_points: maxPoints(),
+            x_min: min,
+            x_max: max,
+          });
+          return Object.assign({}, r, { series: Object.assign({}, r.series, series) });
+        }),
+      );
       c.refetched = true;
-      update(c, buildChart(c.group, runs, state.opts, theme(state.container), c.hasLR), { min: min, max: max });
+      update(c, buildChart(c.group, runs, state.opts, theme(state.container), c.hasLR), {
+        min: min,
+        max: max,
+      });
       publish();
     } catch (e) {
       showError(e);
@@ -390,10 +489,14 @@
 
   /** The chart's uPlot, made anew (before its note) from c.built. */
   function mount(c, width) {
-    c.plot = new uPlot(uplotOptions(c, width, state.opts, theme(state.container), c.hasLR), c.built.data, (u, init) => {
-      c.fig.insertBefore(u.root, c.note);
-      init();
-    });
+    c.plot = new uPlot(
+      uplotOptions(c, width, state.opts, theme(state.container), c.hasLR),
+      c.built.data,
+      (u, init) => {
+        c.fig.insertBefore(u.root, c.note);
+        init();
+      },
+    );
     c.fig.querySelectorAll(".u-legend .chart-raw").forEach((row) => (row.style.display = "none"));
     renderNote(c);
   }
@@ -407,7 +510,7 @@
       if (built.seriesOpts.length !== c.plot.series.length) {
         const width = c.plot.width;
         c.plot.destroy();
-        mount(c, Math.max(320, fig.clientWidth || width)); // inside the figure's own margins
+        mount(c, Math.max(320, c.fig.clientWidth || width));
       } else {
         c.plot.setData(built.data, !zoom);
         renderNote(c);
@@ -420,16 +523,21 @@
 
   function renderNote(c) {
     const b = c.built;
-    c.note.textContent = b.shown < b.total ? b.shown + " of " + b.total + " points (zoom in for more)" : b.total + " points";
+    c.note.textContent =
+      b.shown < b.total ? b.shown + " of " + b.total + " points (zoom in for more)" : b.total + " points";
   }
 
   function publish() {
     window.trackerCharts = state.charts.map((c) => {
-      const series = {}, lr = {};
+      const series = {},
+        lr = {};
       for (const l of c.built.lines) {
         if (l.raw) continue;
-        if (l.axis === "lr") lr[l.run_id] = lr[l.run_id] && lr[l.run_id].key === "lr" ? lr[l.run_id] : { key: l.key, x: l.x, y: l.y };
-        else if (!series[l.run_id] || l.key.startsWith("val_")) series[l.run_id] = { key: l.key, x: l.x, y: l.y };
+        if (l.axis === "lr")
+          lr[l.run_id] =
+            lr[l.run_id] && lr[l.run_id].key === "lr" ? lr[l.run_id] : { key: l.key, x: l.x, y: l.y };
+        else if (!series[l.run_id] || l.key.startsWith("val_"))
+          series[l.run_id] = { key: l.key, x: l.x, y: l.y };
       }
       const entry = {
         metric: c.group.metric,
@@ -437,10 +545,24 @@
         runs: state.runs.map((r) => r.run.id),
         series: series,
         lr: lr,
-        lines: c.built.lines.map((l) => ({ run_id: l.run_id, key: l.key, axis: l.axis, raw: !!l.raw, colour: l.colour, x: l.x, y: l.y })),
+        lines: c.built.lines.map((l) => ({
+          run_id: l.run_id,
+          key: l.key,
+          axis: l.axis,
+          raw: !!l.raw,
+          colour: l.colour,
+          x: l.x,
+          y: l.y,
+        })),
         colours: Object.fromEntries(c.built.lines.map((l) => [l.run_id, l.colour])),
         markers: c.built.markers.map((m) => Object.assign({}, m)),
-        scales: { x: state.opts.x, y: state.opts.y, yDistr: c.plot.scales.y.distr, lr: c.hasLR ? "log" : null, lrDistr: c.hasLR ? c.plot.scales.lr.distr : null },
+        scales: {
+          x: state.opts.x,
+          y: state.opts.y,
+          yDistr: c.plot.scales.y.distr,
+          lr: c.hasLR ? "log" : null,
+          lrDistr: c.hasLR ? c.plot.scales.lr.distr : null,
+        },
         refetched: !!c.refetched,
         zoom: c.zoomed ? { min: c.plot.scales.x.min, max: c.plot.scales.x.max } : null,
         shown: c.built.shown,
@@ -461,7 +583,10 @@
 
   function controls() {
     const o = state.opts;
-    const bar = el("form", { class: "charts-controls", style: "display:flex;flex-wrap:wrap;gap:0.5em 1.5em;align-items:center" });
+    const bar = el("form", {
+      class: "charts-controls",
+      style: "display:flex;flex-wrap:wrap;gap:0.5em 1.5em;align-items:center",
+    });
     bar.addEventListener("submit", (e) => e.preventDefault());
     const select = (name, label, choices, value) => {
       const l = el("label", {}, label + " ");
@@ -475,10 +600,33 @@
       bar.appendChild(l);
       return s;
     };
-    const x = select("x", "x", [["epoch", "epoch"], ["time", "elapsed time"]], o.x);
-    const y = select("y", "y", [["lin", "linear"], ["log", "log"]], o.y);
+    const x = select(
+      "x",
+      "x",
+      [
+        ["epoch", "epoch"],
+        ["time", "elapsed time"],
+      ],
+      o.x,
+    );
+    const y = select(
+      "y",
+      "y",
+      [
+        ["lin", "linear"],
+        ["log", "log"],
+      ],
+      o.y,
+    );
     const sl = el("label", {}, "smoothing ");
-    const sm = el("input", { type: "range", name: "smooth", min: "0", max: "0.99", step: "0.01", value: String(o.smooth) });
+    const sm = el("input", {
+      type: "range",
+      name: "smooth",
+      min: "0",
+      max: "0.99",
+      step: "0.01",
+      value: String(o.smooth),
+    });
     const out = el("output", {}, String(o.smooth));
     sl.append(sm, " ", out);
     const bl = el("label", {}, " batches");
@@ -500,7 +648,7 @@
     return bar;
   }
 
-  /** (Re)draws every chart from state.runs; keeps a chart's zoom when only the data grew. */
+  /** Draws every chart anew from state.runs (first load, a control changed, a new metric). */
   function render() {
     const box = state.container.querySelector(".charts-body");
     for (const c of state.charts) c.plot.destroy();
@@ -518,8 +666,12 @@
       const c = { group: group, hasLR: hasLR, zoomed: false, t0: performance.now(), drawMs: null };
       c.built = buildChart(group, state.runs, state.opts, th, hasLR);
       const fig = el("figure", { class: "chart", "data-metric": group.metric });
-      const styled = group.keys.map((k) => (group.keys.length > 1 ? k + (k.startsWith("val_") ? " (solid)" : " (dashed)") : k));
-      fig.appendChild(el("figcaption", {}, styled.join(", ") + (hasLR ? "; learning rate dotted, on the right (log)" : "")));
+      const styled = group.keys.map((k) =>
+        group.keys.length > 1 ? k + (k.startsWith("val_") ? " (solid)" : " (dashed)") : k,
+      );
+      fig.appendChild(
+        el("figcaption", {}, styled.join(", ") + (hasLR ? "; learning rate dotted, on the right (log)" : "")),
+      );
       box.appendChild(fig);
       c.fig = fig;
       c.note = fig.appendChild(el("p", { class: "chart-points" }));
@@ -547,7 +699,8 @@
 
   function lastEpoch(r) {
     let last = null;
-    for (const s of Object.values(r.series)) if (s.epoch.length) last = Math.max(last == null ? -Infinity : last, s.epoch[s.epoch.length - 1]);
+    for (const s of Object.values(r.series))
+      if (s.epoch.length) last = Math.max(last == null ? -Infinity : last, s.epoch[s.epoch.length - 1]);
     return last;
   }
 
@@ -555,6 +708,8 @@
   async function refreshLive() {
     const running = state.runs.filter((r) => r.run.status === "running");
     if (!running.length) return stopLive();
+    if (state.refreshing) return; // the previous refresh is still waiting for the server
+    state.refreshing = true;
     try {
       let newKeys = false;
       for (const r of running) {
@@ -563,17 +718,26 @@
         const fresh = await fetchSeries(run, state.opts, { after_epoch: last == null ? -1 : last });
         for (const [k, s] of Object.entries(fresh)) {
           const old = r.series[k];
-          if (!old || (old.batches && !s.batches)) { r.series[k] = s; newKeys = newKeys || s.x.length > 0; continue; }
+          if (!old || (old.batches && !s.batches)) {
+            r.series[k] = s;
+            newKeys = newKeys || s.x.length > 0;
+            continue;
+          }
           if (!!old.batches !== !!s.batches) continue;
-          old.x.push(...s.x); old.epoch.push(...s.epoch); old.value.push(...s.value);
+          old.x.push(...s.x);
+          old.epoch.push(...s.epoch);
+          old.value.push(...s.value);
           if (old.step && s.step) old.step.push(...s.step);
-          old.total += s.total; old.shown += s.shown;
+          old.total += s.total;
+          old.shown += s.shown;
         }
         r.run = run;
         r.markers = runMarkers(run);
       }
       const keys = new Set(state.charts.map((c) => c.group.keys.join()));
-      const groups = chartGroups(new Set(state.runs.flatMap((r) => Object.keys(r.series).filter((k) => r.series[k].x.length))));
+      const groups = chartGroups(
+        new Set(state.runs.flatMap((r) => Object.keys(r.series).filter((k) => r.series[k].x.length))),
+      );
       if (newKeys && groups.some((g) => !keys.has(g.keys.join()))) return render();
       const th = theme(state.container);
       for (const c of state.charts) {
@@ -583,6 +747,8 @@
       publish();
     } catch (e) {
       showError(e);
+    } finally {
+      state.refreshing = false;
     }
   }
 
@@ -616,12 +782,17 @@
       if (container.dataset.live === "true") startLive();
     });
     // the theme toggle changes data-theme on <html>: redraw with its colours
-    new MutationObserver(() => state.runs.length && render()).observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
+    new MutationObserver(() => state.runs.length && render()).observe(document.documentElement, {
+      attributes: true,
+      attributeFilter: ["data-theme"],
+    });
     let resize;
     window.addEventListener("resize", () => {
       clearTimeout(resize);
       resize = setTimeout(() => {
-        state.charts.forEach((c) => c.plot.setSize({ width: Math.max(320, c.fig.clientWidth), height: c.plot.height }));
+        state.charts.forEach((c) =>
+          c.plot.setSize({ width: Math.max(320, c.fig.clientWidth), height: c.plot.height }),
+        );
       }, 150);
     });
   }
