@@ -140,7 +140,7 @@ def test_compare_overlays_three_runs_in_stable_colour_blind_safe_colours(ui, ui_
     assert "checkpointed · val_loss" in legend
 
 
-def test_a_running_run_gets_new_epochs_live_without_losing_the_zoom(ui, ui_store):
+def test_a_running_run_gets_new_epochs_live_without_losing_the_zoom_then_its_end(ui, ui_store):
     store, run_id = ui_store.store, ui_store.fits.ids["live"]
     ui.open(f"/runs/{run_id}")
     assert ui.page.eval_on_selector("#charts", "e => e.dataset.live") == "true"
@@ -160,6 +160,16 @@ def test_a_running_run_gets_new_epochs_live_without_losing_the_zoom(ui, ui_store
     after = ui.page.evaluate("window.trackerCharts[0]")
     assert after["series"][run_id]["x"] == [*before, new_epoch]
     assert after["zoom"] == pytest.approx(zoom)
+
+    # the process is interrupted: the page shows the open end at its last epoch, live
+    store.finish_run(run_id, status="interrupted", stop_reason="interrupted")
+    ui.page.wait_for_function(
+        "() => window.trackerCharts[0].markers.some(m => m.kind === 'open_end')", timeout=8000
+    )
+    ends = [
+        m for m in ui.page.evaluate("window.trackerCharts[0].markers") if m["kind"] == "open_end"
+    ]
+    assert [(m["epoch"], m["status"]) for m in ends] == [(new_epoch, "interrupted")]
 
 
 def test_a_hostile_run_name_is_shown_as_text_everywhere(ui, ui_store):
