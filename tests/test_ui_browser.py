@@ -6,7 +6,14 @@ console error and no request to another host (checked after every test by the `u
 from __future__ import annotations
 
 import math
-from urllib.parse import parse_qs, urlsplit
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
@@ -300,3 +307,48 @@ def drag(ui, metric, start, end):
     ui.page.mouse.down()
     ui.page.mouse.move(box["x"] + box["width"] * end, y, steps=5)
     ui.page.mouse.up()
+
+
+def test_tracker_ui_bound_off_loopback_lets_no_one_in_without_its_token(browser, ui_store):
+    """`tracker ui --host 0.0.0.0` as a user runs it: the token it printed opens the UI, a
+    request without it gets 401, Ctrl-C stops it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tracker = Path(sys.executable).with_name("tracker")
+    command = [str(tracker), "--db", ui_store.url, "ui", "--host", "0.0.0.0", "--port", str(port)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = ""
+        while "?token=" not in printed:
+            line = proc.stderr.readline()
+            assert line, f"tracker ui ended: {printed}"
+            printed += line
+        token = unquote(re.search(r"\?token=(\S+)", printed)[1])
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while not listening(port):
+            assert time.monotonic() < deadline, "tracker ui did not listen"
+            time.sleep(0.1)
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            assert page.goto(base + "/").status == 401
+            assert page.goto(base + f"/runs/{ui_store.fits.ids['plain']}").status == 401
+            assert page.goto(f"{base}/?token={token}x").status == 401
+            assert page.goto(f"{base}/?token={quote(token)}").status == 200
+            assert page.locator("#runs tbody tr").count() == len(ui_store.fits.ids)
+        finally:
+            context.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
