@@ -74,5 +74,6 @@ def ui(app: App, host: str, port: int, open_: bool, token: str | None) -> None:
     click.echo(f"tracker ui on {app.masked_url}\n  open {url}\n  Ctrl-C to stop", err=True)
     if open_:
         threading.Timer(1.0, webbrowser.open, [url]).start()
-    app_ = create_app(store, token=token)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")  # Ctrl-C: "Interrupted.", 130
+    # uvicorn handles Ctrl-C itself: it stops taking requests, finishes those under way, returns
+    uvicorn.run(create_app(store, token=token), host=host, port=port, log_level="warning")
+    click.echo("Stopped.", err=True)

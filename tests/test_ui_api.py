@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -473,6 +477,33 @@ def test_ui_token_only_off_loopback(tmp_path, monkeypatch, host, token):
     assert printed == (token is not None)
     c = TestClient(served["app"], base_url=LOCAL)
     assert c.get("/api/runs").status_code == (401 if token else 200)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_until_ctrl_c_then_stops_cleanly(tmp_path):
+    url = f"sqlite:///{tmp_path}/t.db"
+    open_store(url).close()
+    port = free_port()
+    cmd = [sys.executable, "-c", "from tracker.cli.main import cli; cli()", "--db", url, "ui"]
+    proc = subprocess.Popen([*cmd, "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs") as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert err.endswith("Stopped.\n") and "Traceback" not in err
 
 
 def test_nonfinite_numbers_by_name(store, client):
