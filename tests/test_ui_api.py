@@ -462,6 +462,26 @@ def test_ui_missing_database_is_one_line(tmp_path):
     )
 
 
+def test_ui_empty_database_is_one_line(tmp_path):
+    (tmp_path / "empty.db").touch()
+    result = run(str(tmp_path / "empty.db"), "ui")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "holds no tracker runs yet" in result.stderr
+    assert (tmp_path / "empty.db").stat().st_size == 0
+
+
+def test_ui_sqlite_not_in_wal_mode_is_one_line(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with open_store(f"sqlite:///{path}"):
+        pass
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA journal_mode = DELETE")
+    result = run(str(path), "ui")
+    assert result.exit_code == 1 and "is not in WAL mode" in result.stderr
+
+
 @pytest.mark.parametrize(("host", "token"), [("127.0.0.1", None), ("0.0.0.0", "generated")])
 def test_ui_token_only_off_loopback(tmp_path, monkeypatch, host, token):
     import uvicorn

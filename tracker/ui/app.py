@@ -25,6 +25,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from tracker.config import mask_url, sqlite_path
+from tracker.db import current_revision, make_engine
+from tracker.errors import TrackerError
 from tracker.store import Store
 from tracker.ui import api, pages
 
@@ -184,5 +187,39 @@ def read_only_url(url: str) -> str:
 
 
 def open_read_only(url: str) -> Store:
-    """A store on `url` that never writes, nor upgrades the schema."""
-    return Store(read_only_url(url), auto_upgrade=False)
+    """A store on `url` that never writes, nor upgrades the schema.
+
+    Raises:
+        TrackerError: the database has no tracker schema yet (nothing recorded: a store opened
+            for writing would create it, this one cannot).
+    """
+    _check_sqlite_file(url)
+    ro_url = read_only_url(url)
+    engine = make_engine(ro_url)
+    try:
+        revision = current_revision(engine)
+    finally:
+        engine.dispose()
+    if revision is None:
+        raise TrackerError(
+            f"{mask_url(url)} holds no tracker runs yet (no schema): nothing to show"
+        )
+    return Store(ro_url, auto_upgrade=False)
+
+
+def _check_sqlite_file(url: str) -> None:
+    """Say plainly why a SQLite file cannot be shown read-only: the engine turns WAL on at
+    connect, which a read-only connection may do only when the file is in WAL mode already
+    (any store that wrote it made it so; header bytes 18-19 are 2 in WAL mode)."""
+    path = sqlite_path(url)
+    if path is None or not path.is_file():
+        return
+    with path.open("rb") as f:
+        header = f.read(20)
+    if not header:
+        raise TrackerError(f"{path} holds no tracker runs yet (an empty file): nothing to show")
+    if header[18:20] != b"\x02\x02":
+        raise TrackerError(
+            f"{path} is not in WAL mode, so it cannot be read without writing: open it once "
+            "with another tracker command (tracker --db FILE runs list) and retry"
+        )
