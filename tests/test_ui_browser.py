@@ -54,8 +54,10 @@ def test_runs_table_lists_every_run_newest_first_and_sorts_by_a_header(ui, ui_st
     ui.page.click("#runs thead a[href*='sort=val_loss']")
     ui.page.wait_for_url("**sort=val_loss**")
     order = parse_qs(urlsplit(ui.page.url).query).get("order", ["asc"])[0]
-    best = {i: ui_store.store.summaries(i)["val_loss"].min_value for i in shown}
-    assert row_ids(ui) == sorted(best, key=best.__getitem__, reverse=order == "desc")
+    summaries = {i: ui_store.store.summaries(i).get("val_loss") for i in shown}
+    best = {i: s.min_value for i, s in summaries.items() if s}
+    ranked = sorted(best, key=best.__getitem__, reverse=order == "desc")
+    assert row_ids(ui) == ranked + [i for i in shown if i not in best]  # no val_loss: last
     assert row_ids(ui) != shown
 
 
@@ -242,6 +244,19 @@ def test_a_failed_run_has_an_open_end_at_its_last_epoch(ui, ui_store):
     markers = chart(ui.charts(), "loss")["markers"]
     ends = [m for m in markers if m["kind"] == "open_end"]
     assert [(m["epoch"], m["status"]) for m in ends] == [(ui_store.fits.failed_at, "failed")]
+
+
+def test_a_run_whose_process_died_shows_crashed_with_an_open_end(ui, ui_store):
+    run_id = ui_store.fits.ids["crashed"]
+    assert ui_store.store.get_run(run_id).status == "crashed"  # as the CLI shows it
+    ui.open("/")
+    badge = ui.page.locator(f"#runs tr[data-run-id='{run_id}'] td[data-col=status]")
+    assert badge.inner_text() == "crashed"
+    ui.open(f"/runs/{run_id}")
+    markers = chart(ui.charts(), "loss")["markers"]
+    assert [(m["kind"], m["epoch"], m["status"]) for m in markers if m["kind"] == "open_end"] == [
+        ("open_end", 1, "crashed")
+    ]
 
 
 def test_elapsed_time_log_y_and_smoothing_are_drawn_and_kept_in_the_url(ui, ui_store):

@@ -111,6 +111,11 @@ def add_open_runs(store: Store, fits: Fits) -> None:
     store.finish_run(hostile.id, status="finished", stop_reason="completed")
     fits.ids["live"], fits.ids["hostile"] = live.id, hostile.id
     fits.ids["batches"] = batch_run(store)
+    # a process that died: its heartbeat deadline (two intervals) passed long ago
+    dead = store.create_run(experiment="ui", name="died", heartbeat_interval=0.001)
+    for e in range(2):
+        store.log_epoch(dead.id, e, {"loss": 1.0 / (e + 1)}, heartbeat_interval=0.001)
+    fits.ids["crashed"] = dead.id
 
 
 BATCH_EPOCHS, BATCH_STEPS = 4, 5000
