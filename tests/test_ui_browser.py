@@ -183,9 +183,11 @@ def test_a_running_run_gets_new_epochs_live_without_losing_the_zoom_then_its_end
 
 def test_a_hostile_run_name_is_shown_as_text_everywhere(ui, ui_store):
     hostile = ui_store.fits.ids["hostile"]
-    ui.open("/")
+    with ui.page.expect_response(lambda r: "/api/runs?" in r.url, timeout=10_000):
+        ui.open("/")  # and wait for the table's live refresh: the name comes back as JSON
     cell = ui.page.locator(f"#runs tr[data-run-id='{hostile}'] td.name")
     assert cell.inner_text() == HOSTILE
+    assert ui.page.locator("img").count() == 0
     ui.open(f"/runs/{hostile}")
     ui.charts()
     assert HOSTILE in ui.page.inner_text("h1")
