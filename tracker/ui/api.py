@@ -26,7 +26,7 @@ from tracker import comparison, views
 from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
 from tracker.queries import SORT_COLUMNS
-from tracker.records import json_float
+from tracker.records import RankedRun, SummaryRecord, json_float
 from tracker.store import Store
 from tracker.ui import series as ser
 from tracker.values import plain
@@ -211,10 +211,10 @@ def runs_data(store: Store, query: RunsQuery) -> dict[str, Any]:
     shown = list(dict.fromkeys([*([sort_metric] if sort_metric else []), *query.metrics]))
     if not shown and page.runs and page.runs[0].metric:
         shown = [page.runs[0].metric]  # the CLI's default: val_loss when any run has it
-    rows = []
-    for item in listed:
-        sums = page.summaries.get(item["id"], {})
-        rows.append({**item, "values": _values(page.runs, item["id"], shown, sums, query.agg)})
+    rows = [
+        {**item, "values": _values(r, shown, page.summaries.get(r.run.id, {}), query.agg)}
+        for r, item in zip(page.runs, listed, strict=True)
+    ]
     return {
         "total": page.total,
         "offset": query.offset,
@@ -225,10 +225,10 @@ def runs_data(store: Store, query: RunsQuery) -> dict[str, Any]:
 
 
 def _values(
-    ranked: list[Any], run_id: str, keys: list[str], sums: dict[str, Any], agg: str
+    main: RankedRun, keys: list[str], sums: dict[str, SummaryRecord], agg: str
 ) -> dict[str, Any]:
+    """Each shown metric's value as the table shows it: {"value", "epoch", "mode"}."""
     out: dict[str, Any] = {}
-    main = next(r for r in ranked if r.run.id == run_id)
     for key in keys:
         if key == main.metric:  # the listed metric: the very value the CLI ranks by
             mode = main.mode or None
@@ -241,11 +241,10 @@ def _values(
     return out
 
 
-def _pick(summary: Any, agg: str, mode: str | None) -> tuple[float | None, int | None]:
-    if agg == "last" or mode is None:
+def _pick(summary: SummaryRecord, agg: str, mode: str | None) -> tuple[float | None, int | None]:
+    if agg == "last" or mode is None:  # a direction nobody can tell: its last value, as the CLI
         return summary.last_value, summary.last_epoch
-    best: tuple[float | None, int | None] = summary.best(mode)
-    return best
+    return summary.best(mode)
 
 
 @handles_errors
