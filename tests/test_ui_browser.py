@@ -145,8 +145,19 @@ def test_compare_overlays_three_runs_in_stable_colour_blind_safe_colours(ui, ui_
         assert chart(charts, "loss")["series"][run_id]["y"] == pytest.approx(
             ui_store.fits.history[name]["val_loss"]
         )
-    legend = ui.page.inner_text("#charts .u-legend")
-    assert "checkpointed · val_loss" in legend
+    # the cursor legend: every run's value at the epoch under the mouse
+    figure = "#charts figure[data-metric=loss]"
+    box = ui.page.locator(f"{figure} .u-over").bounding_box()
+    ui.page.mouse.move(box["x"] + 1, box["y"] + box["height"] / 2)  # epoch 0, the left edge
+    rows = ui.page.eval_on_selector_all(
+        f"{figure} .u-legend tr.u-series",
+        "rs => rs.map(r => [r.querySelector('.u-label').textContent,"
+        " r.querySelector('.u-value').textContent])",
+    )
+    values = dict(rows)
+    for name in ("early-stopped", "checkpointed", "plain"):
+        first = ui_store.fits.history[name]["val_loss"][0]
+        assert float(values[f"{name} · val_loss"]) == pytest.approx(first, rel=1e-3)
 
 
 def test_a_running_run_gets_new_epochs_live_without_losing_the_zoom_then_its_end(ui, ui_store):
