@@ -125,7 +125,10 @@ def measure(url: str, n_runs: int) -> None:
     with open_store(url) as store:
         if not store.run_ids():
             build(store, n_runs)
-    with open_read_only(url) as store, TestClient(create_app(store)) as client:
+    with (
+        open_read_only(url) as store,
+        TestClient(create_app(store), base_url="http://127.0.0.1:5000") as client,
+    ):
         for name, path in REQUESTS.items():
             print(f"{name:40s} {median_ms(client, path, 15):8.1f} ms")
         for name, path in SERIES.items():
