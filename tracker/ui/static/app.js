@@ -40,9 +40,17 @@
     if (v === "NaN") return "nan";
     if (v === "Infinity") return "inf";
     if (v === "-Infinity") return "-inf";
+    // As the server writes it (Python's "%.4g"): 4 significant digits, exponent form
+    // below 1e-4 and from 1e4 on, trailing zeros dropped.
     var n = Number(v);
-    var text = n.toPrecision(4);
-    return String(Number(text)) === text ? text : String(Number(text));
+    if (n === 0) return "0";
+    var parts = n.toExponential(3).split("e");
+    var exp = Number(parts[1]);
+    if (exp < -4 || exp >= 4) {
+      var mantissa = parts[0].indexOf(".") < 0 ? parts[0] : parts[0].replace(/\.?0+$/, "");
+      return mantissa + "e" + (exp < 0 ? "-" : "+") + String(Math.abs(exp)).padStart(2, "0");
+    }
+    return String(Number(n.toPrecision(4)));
   }
   function fmtAt(v) {
     if (!v || v.value === null || v.value === undefined) return "-";
