@@ -439,6 +439,19 @@ def test_runs_page_keeps_every_filter_in_its_form(store, client):
     assert 'name="sort" value="name"' in html and 'name="order" value="desc"' in html
 
 
+def test_runs_page_pages_sorts_and_hides_constant_columns(store, client):
+    seed_many(store)
+    html = client.get("/?limit=3&offset=3&sort=name").text
+    assert "4–6 of 7 runs" in html
+    assert 'href="?limit=3&amp;sort=name&amp;offset=0" rel="prev"' in html
+    assert 'href="?limit=3&amp;sort=name&amp;offset=6" rel="next"' in html
+    assert 'href="?limit=3&amp;sort=name&amp;order=asc"' in html  # the sorted header flips
+    assert html.count("<tr data-run-id=") == 3
+    hidden = client.get("/?hide_constant=1").text
+    assert '<th class="param">i</th>' in hidden and ">experiment</a>" not in hidden
+    assert ">experiment</a>" in client.get("/").text
+
+
 def test_unknown_run_page_is_404(store, client):
     r = client.get("/runs/nope")
     assert r.status_code == 404 and "no run matches" in r.text
