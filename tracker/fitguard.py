@@ -18,10 +18,10 @@ two trackers in one `fit`, or a tracker and another library that wraps, compose.
 ended while still under another's layer turns into a pass-through.
 
 Keras's own loop also raises between two wrapped calls (building the validation iterator at the
-end of the first epoch that validates): the guard traces the `fit` frame alone through that gap. Should a `fit`
-still leave unseen, the heartbeat notices (`fit_alive`), and its exception is taken from what the
-fit's thread is handling, or from the process's exception hooks (`exits.py`) when it ends the
-script or thread. Nothing here imports Keras.
+end of the first epoch that validates): the guard traces the `fit` frame alone through that gap.
+Should a `fit` still leave unseen, the heartbeat notices (`fit_alive`), and its exception is taken
+from what the fit's thread is handling, or from the process's exception hooks (`exits.py`) when it
+ends the script or thread. Nothing here imports Keras.
 """
 
 from __future__ import annotations
