@@ -206,6 +206,7 @@ def main() -> int:
     ok = prove(best, data)
     elapsed = time.perf_counter() - started
     print(f"\ndemo finished in {elapsed:.0f}s; its files are in demo-output/")
+    print(f"look at the runs in the browser: tracker --db {DB_URL} ui")
     return 0 if ok else 1
 
 
