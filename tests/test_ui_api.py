@@ -292,6 +292,14 @@ def test_errors_are_one_line_json(store, client, url, status, says):
     assert list(data) == ["error"] and says in data["error"] and "\n" not in data["error"]
 
 
+def test_empty_filter_fields_filter_nothing(store, client):
+    """The runs page's form sends every field, the empty ones too."""
+    seed_three(store)
+    everything = get_json(client, "/api/runs")
+    assert get_json(client, "/api/runs?tag=&param=&q=&experiment=") == everything
+    assert client.get("/?tag=&param=&q=").status_code == 200
+
+
 @pytest.mark.parametrize("url", ["/", "/api/runs", "/static/style.css", "/runs/run-a"])
 @pytest.mark.parametrize("method", ["POST", "DELETE"])
 def test_only_get(store, client, url, method):

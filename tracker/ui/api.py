@@ -126,6 +126,8 @@ def choice(q: QueryParams, name: str, allowed: tuple[str, ...], default: str | N
 def kv_params(q: QueryParams, name: str) -> dict[str, str]:
     out = {}
     for item in q.getlist(name):
+        if not item.strip():
+            continue  # the filters form sends its empty fields: no filter
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise BadRequest(f"{name} must be KEY=VALUE. Received: {item!r}")
