@@ -160,7 +160,8 @@ class UIStore:
 @pytest.fixture(scope="session")
 def fitted(tmp_path_factory) -> Iterator[tuple[Store, Fits]]:
     """The real fits, once per session, into a SQLite store (copied into PostgreSQL below)."""
-    pytest.importorskip("keras")
+    if not IN_CI:  # under CI=true Keras is installed: a missing one fails the run
+        pytest.importorskip("keras")
     workdir = tmp_path_factory.mktemp("ui-fits")
     store = open_store(f"sqlite:///{workdir}/fits.db")
     try:
