@@ -291,8 +291,7 @@ def watch(page: Any, base: str) -> Watched:
     w = Watched(page, base)
 
     def console(m: Any) -> None:
-        # Chromium asks every site for /favicon.ico unless the page names an icon
-        if m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico"):
+        if m.type == "error":
             w.errors.append(f"{m.text} {m.location}")
 
     page.on("console", console)
