@@ -292,6 +292,16 @@ def test_errors_are_one_line_json(store, client, url, status, says):
     assert list(data) == ["error"] and says in data["error"] and "\n" not in data["error"]
 
 
+def test_a_run_without_its_epoch_history(store, client):
+    """What the charts ask for: the run as `runs show` gives it, its `epochs` array left out
+    (the series endpoint carries the values)."""
+    seed_three(store)
+    whole = get_json(client, "/api/runs/run-a")
+    light = get_json(client, "/api/runs/run-a?epochs=0")
+    assert whole["epochs"] and light["epochs"] == []
+    assert {**whole, "epochs": []} == light
+
+
 def test_empty_filter_fields_filter_nothing(store, client):
     """The runs page's form sends every field, the empty ones too."""
     seed_three(store)

@@ -257,9 +257,10 @@ def runs(request: Request) -> Response:
 # -- /api/runs/{ref} ----------------------------------------------------------------------------
 
 
-def run_data(store: Store, ref: str) -> dict[str, Any]:
-    """`runs show --format json`, plus the restore command of each checkpoint by its index."""
-    detail = store.run_detail(ref)
+def run_data(store: Store, ref: str, *, history: bool = True) -> dict[str, Any]:
+    """`runs show --format json`, plus the restore command of each checkpoint by its index.
+    Without `history` its `epochs` array is empty: the charts read the series, not this."""
+    detail = store.run_detail(ref, history=history)
     data = views.run_show(detail).data
     data["restore_commands"] = {
         str(i): views.restore_command(detail.run, ck) for i, ck in enumerate(detail.checkpoints)
@@ -269,7 +270,8 @@ def run_data(store: Store, ref: str) -> dict[str, Any]:
 
 @handles_errors
 def run(request: Request) -> Response:
-    return json_response(run_data(store_of(request), request.path_params["ref"]))
+    history = choice(request.query_params, "epochs", ("0", "1"), "1") == "1"
+    return json_response(run_data(store_of(request), request.path_params["ref"], history=history))
 
 
 # -- /api/runs/{ref}/series ---------------------------------------------------------------------

@@ -482,7 +482,7 @@
   }
 
   async function loadRun(id) {
-    const run = await getJSON("/api/runs/" + encodeURIComponent(id));
+    const run = await getJSON("/api/runs/" + encodeURIComponent(id) + "?epochs=0");
     const series = await fetchSeries(run, state.opts, { max_points: maxPoints() });
     return { run: run, series: series, markers: runMarkers(run) };
   }
@@ -713,7 +713,7 @@
     try {
       let newKeys = false;
       for (const r of running) {
-        const run = await getJSON("/api/runs/" + encodeURIComponent(r.run.id));
+        const run = await getJSON("/api/runs/" + encodeURIComponent(r.run.id) + "?epochs=0");
         const last = lastEpoch(r);
         const fresh = await fetchSeries(run, state.opts, { after_epoch: last == null ? -1 : last });
         for (const [k, s] of Object.entries(fresh)) {
