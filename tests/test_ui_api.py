@@ -81,7 +81,13 @@ def test_run_equals_runs_show_with_restore_commands(db_url, store, client, tmp_p
     checkpoint_file(store, ids["a"], tmp_path / "e1.weights.h5", b"w", epoch=1)
     data = get_json(client, "/api/runs/run-a")
     commands = data.pop("restore_commands")
+    modes = data.pop("modes")
     assert data == ok_json(db_url, "runs", "show", "run-a")
+    # each metric's direction as `best` decides it: best --metric K --mode auto agrees
+    for key, mode in modes.items():
+        if mode is not None:
+            assert ok_json(db_url, "best", "--metric", key)["mode"] == mode
+    assert modes["val_loss"] == "min" and modes["accuracy"] == "max"
     assert data["checkpoints"][0]["state"] == "ok"
     assert commands == {"0": f"tracker restore {ids['a']} --epoch 1 --to e1.weights.h5"}
 

@@ -258,10 +258,12 @@ def runs(request: Request) -> Response:
 
 
 def run_data(store: Store, ref: str, *, history: bool = True) -> dict[str, Any]:
-    """`runs show --format json`, plus the restore command of each checkpoint by its index.
+    """`runs show --format json`, plus each metric's direction as `best` infers it (`modes`) and
+    the restore command of each checkpoint by its index.
     Without `history` its `epochs` array is empty: the charts read the series, not this."""
     detail = store.run_detail(ref, history=history)
     data = views.run_show(detail).data
+    data["modes"] = {key: infer_mode(key) for key in detail.summaries}
     data["restore_commands"] = {
         str(i): views.restore_command(detail.run, ck) for i, ck in enumerate(detail.checkpoints)
     }

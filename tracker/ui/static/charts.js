@@ -16,21 +16,6 @@
   const MARKER_LABELS = { best: "best", stopped: "stop", restored: "restored", nan: "NaN" };
   const OPEN_END = ["interrupted", "failed", "crashed"];
   const LIVE_MS = 3000;
-  const MIN_HINTS = [
-    "loss",
-    "error",
-    "mse",
-    "mae",
-    "mape",
-    "msle",
-    "rmse",
-    "hinge",
-    "entropy",
-    "divergence",
-    "poisson",
-    "perplexity",
-  ];
-  const MAX_HINTS = ["acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2", "similarity"];
 
   // -- values and options ---------------------------------------------------------------------
 
@@ -77,14 +62,6 @@
     return r.json();
   }
 
-  function inferMode(metric) {
-    let name = metric.toLowerCase();
-    if (name.startsWith("val_")) name = name.slice(4);
-    if (MIN_HINTS.some((h) => name.includes(h))) return "min";
-    if (MAX_HINTS.some((h) => name.includes(h))) return "max";
-    return null;
-  }
-
   /** The metric the run was judged by, as `tracker restore` picks it: its checkpoints' monitor,
    * else EarlyStopping's, else val_loss, else loss. */
   function monitorOf(run) {
@@ -103,7 +80,9 @@
     const s = monitor && run.summaries[monitor];
     if (s) {
       const mode =
-        stop.monitor === monitor && ["min", "max"].includes(stop.mode) ? stop.mode : inferMode(monitor);
+        stop.monitor === monitor && ["min", "max"].includes(stop.mode)
+          ? stop.mode
+          : (run.modes || {})[monitor]; // the server's rule (tracker.modes), as `best` decides
       const epoch = mode === "max" ? s.max_epoch : mode === "min" ? s.min_epoch : null;
       if (epoch != null) out.push({ kind: "best", run_id: id, epoch: epoch, metric: monitor });
     }
