@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from tracker import since
 from tracker.config import mask_url, resolve_url
 from tracker.modes import MODES
 from tracker.output import FORMATS, View, render
@@ -138,24 +138,11 @@ def kv_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     return dict(split_kv(v) for v in values)
 
 
-_AGE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """An ISO date or datetime (local time unless it names a zone) or an age: 30m, 2h, 3d, 1w."""
-    text = value.strip()
-    if m := _AGE.match(text.lower()):
-        now = now or datetime.now(timezone.utc)
-        return now - timedelta(**{_UNITS[m[2]]: int(m[1])})
     try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise click.BadParameter(
-            f"expected an ISO date or datetime (2026-01-31, 2026-01-31T14:00) or an age "
-            f"(30m, 2h, 3d, 1w). Received: {value!r}"
-        ) from None
-    return when if when.tzinfo else when.astimezone()
+        return since.parse_since(value, now)
+    except ValueError as e:
+        raise click.BadParameter(f"expected {e}. Received: {value!r}") from None
 
 
 def since_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:

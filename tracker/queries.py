@@ -250,10 +250,17 @@ def list_runs(
         select(sum_t.c.key).where(sum_t.c.key == "val_loss").limit(1)
     ):
         metric = "val_loss"
-    filters: dict[str, Any] = {"experiment": experiment, "status": status, "tags": tags}
-    filters |= {"params": params}
-    filters |= {"since": since, "stop_reason": stop_reason, "text": text}
-    q = _where(_run_select(), now, **filters)
+    q = _where(
+        _run_select(),
+        now,
+        experiment=experiment,
+        status=status,
+        tags=tags,
+        params=params,
+        since=since,
+        stop_reason=stop_reason,
+        text=text,
+    )
     if mode not in MODES:
         raise TrackerError(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
     resolved = None

@@ -12,10 +12,9 @@ import csv
 import io
 import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -27,6 +26,7 @@ from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
 from tracker.queries import SORT_COLUMNS
 from tracker.records import RankedRun, SummaryRecord, json_float
+from tracker.since import parse_since as parse_moment
 from tracker.store import Store
 from tracker.ui import series as ser
 from tracker.values import plain
@@ -135,24 +135,12 @@ def kv_params(q: QueryParams, name: str) -> dict[str, str]:
     return out
 
 
-_AGE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def parse_since(value: str) -> datetime:
-    """As `runs list --since`: an ISO date or datetime (the server's local time unless it names
-    a zone) or an age: 30m, 2h, 3d, 1w."""
-    text = value.strip()
-    if m := _AGE.match(text.lower()):
-        return datetime.now(timezone.utc) - timedelta(**{_UNITS[m[2]]: int(m[1])})
+    """As `runs list --since` (the server's local time unless the value names a zone)."""
     try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise BadRequest(
-            "since must be an ISO date or datetime or an age (30m, 2h, 3d, 1w). "
-            f"Received: {value!r}"
-        ) from None
-    return when if when.tzinfo else when.astimezone()
+        return parse_moment(value)
+    except ValueError as e:
+        raise BadRequest(f"since must be {e}. Received: {value!r}") from None
 
 
 # -- /api/runs ----------------------------------------------------------------------------------
