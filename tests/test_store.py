@@ -435,10 +435,3 @@ def test_imported_runs_are_stored_plain(store: Store):
     assert got.stop_details == {"best": 0.5, "stopped_epoch": 3}
     assert got.params["units"] == 4 and got.tags["seed"] == "8"
     assert got.fit_params == fit_stored
-
-
-def test_jsonable_is_values_plain():
-    # One conversion: the name the callback still imports is the same function.
-    from tracker import records, values
-
-    assert records.jsonable is values.plain

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tracker.records import json_float, jsonable
+from tracker.records import json_float
+from tracker.values import plain
 
 FORMATS = ("table", "json", "csv")
 SPARK_BARS = "▁▂▃▄▅▆▇█"
@@ -60,7 +61,7 @@ def _first_table(sections: list[Table | str]) -> Table | None:
 
 def to_json(data: Any) -> str:
     """Strict JSON: non-finite floats become "NaN", "Infinity", "-Infinity"."""
-    return json.dumps(jsonable(data), indent=2, allow_nan=False, default=_json_default)
+    return json.dumps(plain(data), indent=2, allow_nan=False, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -83,7 +84,7 @@ def cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(jsonable(value), allow_nan=False, default=str)
+        return json.dumps(plain(value), allow_nan=False, default=str)
     return str(value)
 
 
@@ -96,7 +97,7 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(jsonable(value), allow_nan=False, default=str)
+        return json.dumps(plain(value), allow_nan=False, default=str)
     return str(value)
 
 

@@ -28,11 +28,6 @@ def json_time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-# The older name of `values.plain` (one conversion, not two), still imported by the callback and
-# the output module.
-jsonable = plain
-
-
 @dataclass(frozen=True)
 class RunRecord:
     id: str
