@@ -29,7 +29,7 @@ from tracker.recorder import RunRecorder
 from tracker.session import RunSession, choose_monitor
 from tracker.store import DEFAULT_HEARTBEAT_S, Store
 from tracker.sync import default_spool_path
-from tracker.values import plain, scalar
+from tracker.values import scalar
 from tracker.writes import utcnow
 
 
@@ -193,15 +193,16 @@ class TrackingCallback(keras.callbacks.Callback):
         )
 
     def _facts(self, fit_locals: dict[str, Any], others: list[Any]) -> dict[str, Any]:
-        """What the run is created with: the fit's arguments, the model, the environment."""
+        """What the run is created with: the fit's arguments, the model, the environment (the
+        store turns numpy and tensor values into plain ones, for these and every later write)."""
         return dict(
             experiment=self.experiment,
             name=self.run_name,
-            params=plain(self.user_params),
-            tags=plain(self.tags),
+            params=self.user_params,
+            tags=self.tags,
             fit_params=introspect.fit_params(self.params, fit_locals, others),
-            environment=plain(collect_environment()),
-            model=plain(introspect.model_info(self.model)),
+            environment=collect_environment(),
+            model=introspect.model_info(self.model),
             epochs_planned=scalar_int((self.params or {}).get("epochs")),
             heartbeat_interval=self.heartbeat_interval,
             started_at=utcnow(),

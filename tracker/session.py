@@ -27,7 +27,7 @@ from tracker.notices import warn
 from tracker.recorder import RunRecorder
 from tracker.records import MetricPoint, RunRecord
 from tracker.store import Store
-from tracker.values import flat_logs, plain, scalar
+from tracker.values import flat_logs, scalar
 
 INTERRUPTS = (KeyboardInterrupt, TerminatedBySignal)
 
@@ -129,7 +129,7 @@ class RunSession:
         if self._fit_params.get("initial_epoch", epoch) != epoch:
             # BackupAndRestore (or `model._initial_epoch`) moved the start after fit was called.
             self._fit_params["initial_epoch"] = epoch
-            self.recorder.call(Store.update_run, self.run_id, fit_params=plain(self._fit_params))
+            self.recorder.call(Store.update_run, self.run_id, fit_params=self._fit_params)
         if self._resumed_last is not None and epoch <= self._resumed_last:
             # Re-running recorded epochs: the new ones replace them (README, "resume").
             self.recorder.call(Store.discard_epochs, self.run_id, epoch)
@@ -138,7 +138,7 @@ class RunSession:
 
     def update_facts(self, **facts: Any) -> None:
         """Facts about the run learned after its start (a model built by its first step)."""
-        self.recorder.call(Store.update_run, self.run_id, **plain(facts))
+        self.recorder.call(Store.update_run, self.run_id, **facts)
 
     def share_logs(self, epoch: int, logs: Mapping[str, Any] | None) -> None:
         """The dict `CallbackList` hands every callback for this epoch: read once all of them
@@ -268,7 +268,7 @@ class RunSession:
                 self.run_id,
                 status=status,
                 stop_reason=reason,
-                stop_details=plain(details),
+                stop_details=details,
             )
             if recorder.pending:
                 warn(
