@@ -115,3 +115,6 @@ class Checkpoint(Base):
     size: Mapped[int]
     sha256: Mapped[str]
     created_at: Mapped[datetime]
+    artifact_root: Mapped[str | None]
+    artifact_key: Mapped[str | None]
+    uploaded_at: Mapped[datetime | None]

@@ -187,4 +187,9 @@ checkpoints = Table(
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The copy in the artifact store: its root (a folder or an fsspec URL, never credentials),
+    # its key under that root, and when its upload was confirmed (NULL: still pending).
+    Column("artifact_root", Text),
+    Column("artifact_key", Text),
+    Column("uploaded_at", UTCDateTime()),
 )
