@@ -24,7 +24,9 @@ def sync(store: Store, spool: Path | None, prune: bool) -> None:
     its warning) when the database cannot be reached. Syncing is idempotent: running it twice,
     or again after an interrupted sync, adds only what is missing. SPOOL defaults to
     $TRACKER_SPOOL, else ~/.cache/tracker/spool.db. Read a spool directly with
-    `tracker --db sqlite:///SPOOL runs list`.
+    `tracker --db sqlite:///SPOOL runs list`. Then the checkpoint uploads to the artifact store
+    that a run left unfinished (its process was killed) are finished from the files still
+    intact on this machine.
 
     \b
     Examples:
@@ -35,9 +37,21 @@ def sync(store: Store, spool: Path | None, prune: bool) -> None:
     from tracker.sync import sync as run_sync
 
     path = spool or default_spool_path()
-    result = run_sync(path, store, prune=prune)
-    click.echo(
-        f"synced {path} into {store.masked_url}: {result.runs_created} new runs, "
-        f"{result.runs_updated} runs completed, {result.points} metric points, "
-        f"{result.checkpoints} checkpoints added"
-    )
+    if spool is None and not path.is_file():
+        click.echo(f"no spool file at {path}: no spooled runs to push")
+    else:
+        result = run_sync(path, store, prune=prune)
+        click.echo(
+            f"synced {path} into {store.masked_url}: {result.runs_created} new runs, "
+            f"{result.runs_updated} runs completed, {result.points} metric points, "
+            f"{result.checkpoints} checkpoints added"
+        )
+
+    # Uploads to the artifact store that a run left unfinished (killed, or the store was away).
+    from tracker.artifacts import finish_uploads
+
+    uploads = finish_uploads(store)
+    if uploads.uploaded or uploads.problems:
+        click.echo(f"finished {uploads.uploaded} pending checkpoint upload(s)")
+    for problem in uploads.problems:
+        click.echo(f"upload not finished: {problem}", err=True)

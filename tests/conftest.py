@@ -17,6 +17,7 @@ def _isolated_env(tmp_path, monkeypatch):
     """No test may touch a real user database or artifacts folder."""
     monkeypatch.setenv("TRACKER_DB_URL", f"sqlite:///{tmp_path}/default.db")
     monkeypatch.delenv("TRACKER_ARTIFACTS_DIR", raising=False)
+    monkeypatch.delenv("TRACKER_ARTIFACTS", raising=False)
     monkeypatch.setenv("TRACKER_SPOOL", str(tmp_path / "spool.db"))
 
 

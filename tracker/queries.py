@@ -444,6 +444,13 @@ def checkpoint_record(c: Row[Any]) -> CheckpointRecord:
     return _from_row(CheckpointRecord, c)
 
 
+def pending_uploads(conn: Connection, run_id: str | None) -> list[CheckpointRecord]:
+    q = select(ck_t).where(ck_t.c.artifact_key.is_not(None), ck_t.c.uploaded_at.is_(None))
+    if run_id is not None:
+        q = q.where(ck_t.c.run_id == run_id)
+    return [checkpoint_record(c) for c in conn.execute(q.order_by(ck_t.c.id))]
+
+
 def checkpoints(conn: Connection, run_id: str) -> list[CheckpointRecord]:
     q = select(ck_t).where(ck_t.c.run_id == run_id).order_by(ck_t.c.id)
     return [checkpoint_record(c) for c in conn.execute(q)]

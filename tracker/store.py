@@ -304,7 +304,12 @@ class Store:
         value: float | None = None,
         is_best: bool = False,
         at: datetime | None = None,
+        artifact_root: str | None = None,
+        artifact_key: str | None = None,
+        uploaded: bool = False,
     ) -> CheckpointRecord:
+        """Record a checkpoint file; with `artifact_key`, also the copy the artifact store holds
+        (`uploaded`) or is about to receive (see `mark_uploaded`)."""
         if value is not None and math.isnan(value):
             value = None
 
@@ -321,6 +326,9 @@ class Store:
             "size": size,
             "sha256": sha256,
             "created_at": at or utcnow(),
+            "artifact_root": artifact_root,
+            "artifact_key": artifact_key,
+            "uploaded_at": (at or utcnow()) if uploaded and artifact_key else None,
         }
 
         def tx() -> CheckpointRecord:
@@ -329,6 +337,45 @@ class Store:
                 return CheckpointRecord(id=conn.execute(stmt).scalar_one(), **row)
 
         return self._retrying(tx)
+
+    def mark_uploaded(self, run_id: str, artifact_key: str, sha256: str) -> int:
+        """Confirm the artifact-store copy of the run's checkpoints with this key and hash (the
+        same bytes recorded twice share one copy); how many rows were confirmed."""
+        c = checkpoints.c
+
+        def tx() -> int:
+            with self._write() as conn:
+                stmt = (
+                    update(checkpoints)
+                    .where(c.run_id == run_id, c.artifact_key == artifact_key)
+                    .where(c.sha256 == sha256, c.uploaded_at.is_(None))
+                    .values(uploaded_at=utcnow())
+                )
+                return conn.execute(stmt).rowcount
+
+        return self._retrying(tx)
+
+    def record_upload(self, checkpoint_id: int, *, artifact_root: str, artifact_key: str) -> None:
+        """The checkpoint's copy is now confirmed at `artifact_root`/`artifact_key`."""
+
+        def tx() -> None:
+            with self._write() as conn:
+                conn.execute(
+                    update(checkpoints)
+                    .where(checkpoints.c.id == checkpoint_id)
+                    .values(
+                        artifact_root=artifact_root,
+                        artifact_key=artifact_key,
+                        uploaded_at=utcnow(),
+                    )
+                )
+
+        self._retrying(tx)
+
+    def pending_uploads(self, run_id: str | None = None) -> list[CheckpointRecord]:
+        """Checkpoints whose copy in the artifact store was never confirmed, oldest first."""
+        with self._read() as conn:
+            return queries.pending_uploads(conn, run_id)
 
     def heartbeat(self, run_id: str, interval: float = DEFAULT_HEARTBEAT_S) -> None:
         now = utcnow()

@@ -1,0 +1,493 @@
+"""The artifact store: where a run's files are kept so that any machine can restore them.
+
+A store is a root (a local or shared folder, or any fsspec URL: `s3://bucket/prefix`, `gs://...`)
+and keys under it, `<run id>/...`. The database records, per checkpoint, the root without
+credentials, the key, and when the copy was confirmed; credentials come only from the protocol's
+own sources (environment, config files). Every transfer streams in chunks and hashes as it goes,
+so memory stays flat for any file size and no copy is confirmed or restored unless its size and
+sha256 match the record.
+
+fsspec (and a protocol's package such as s3fs) is imported only when a file is moved, never by
+the query commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tracker.config import default_artifacts_dir, mask_url
+from tracker.errors import CheckpointError, TrackerError
+
+if TYPE_CHECKING:
+    from tracker.records import CheckpointRecord
+    from tracker.store import Store
+
+ENV_VAR = "TRACKER_ARTIFACTS"
+CHUNK = 1 << 20
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&][^=&]*(?:key|token|secret|sig|signature|password)[^=&]*=)[^&]*"
+)
+
+Progress = Callable[[int], None]
+
+
+class ArtifactError(TrackerError):
+    """A copy in the artifact store could not be written, read or trusted."""
+
+
+class FileChanged(ArtifactError):
+    """The file no longer holds the recorded bytes (a later save overwrote it): a newer record
+    carries its upload instead."""
+
+
+# -- where --------------------------------------------------------------------------------------
+
+
+def is_url(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def store_location(
+    artifacts: str | os.PathLike[str] | None,
+    artifacts_dir: str | os.PathLike[str] | None,
+    db_url: str,
+) -> str:
+    """The artifact store's root: `artifacts`, then `TRACKER_ARTIFACTS`, then the folder of
+    `artifacts_dir` / `TRACKER_ARTIFACTS_DIR` / beside the SQLite file (the older, folder-only
+    spellings, which stay the default)."""
+    chosen = str(artifacts) if artifacts is not None else os.environ.get(ENV_VAR)
+    if chosen:
+        return chosen if is_url(chosen) else str(_local(chosen))
+    return str(local_folder(artifacts_dir, db_url))
+
+
+def local_folder(artifacts_dir: str | os.PathLike[str] | None, db_url: str) -> Path:
+    """The local folder the callback writes its best-weights file to before any upload."""
+    base = Path(artifacts_dir) if artifacts_dir is not None else default_artifacts_dir(db_url)
+    return base.expanduser().resolve()
+
+
+def clean_root(location: str) -> str:
+    """The root as the database keeps it: no user, password or secret-looking query values."""
+    if not is_url(location):
+        return location
+    parts = urlsplit(location)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def shown(location: str) -> str:
+    """A root or URI as printed: passwords and key-like query values masked."""
+    return _SECRET_PARAM.sub(r"\1***", mask_url(location))
+
+
+def _local(location: str) -> Path:
+    if location.startswith("file://"):
+        location = location[len("file://") :]
+    return Path(location).expanduser().resolve()
+
+
+def best_key(run_id: str) -> str:
+    return f"{run_id}/best.weights.h5"
+
+
+def checkpoint_key(run_id: str, sha256: str, path: str) -> str:
+    """Content-addressed under the run, so each recorded version of a file has its own copy."""
+    return f"{run_id}/checkpoints/{sha256[:16]}/{Path(path).name}"
+
+
+# -- one store ----------------------------------------------------------------------------------
+
+
+class ArtifactStore:
+    """One root and the filesystem that reaches it."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.root = clean_root(location)
+        self._fs: Any = None
+        self._base = ""
+
+    @property
+    def local(self) -> Path | None:
+        return None if is_url(self.location) else _local(self.location)
+
+    def _filesystem(self) -> tuple[Any, str]:
+        if self._fs is None:
+            from fsspec.core import url_to_fs  # type: ignore[import-untyped]
+
+            try:
+                self._fs, self._base = url_to_fs(self.location)
+            except (ImportError, ValueError) as e:
+                raise ArtifactError(f"artifact store {shown(self.location)}: {e}") from e
+        return self._fs, self._base
+
+    def path(self, key: str) -> str:
+        local = self.local
+        if local is not None:
+            return str(local / key)
+        _, base = self._filesystem()
+        return base.rstrip("/") + "/" + key
+
+    def uri(self, key: str) -> str:
+        return self.root.rstrip("/") + "/" + key
+
+    def size(self, key: str) -> int | None:
+        """The stored copy's size, or None when there is none (a local root needs no fsspec)."""
+        local = self.local
+        if local is not None:
+            try:
+                return (local / key).stat().st_size
+            except OSError:
+                return None
+        fs, _ = self._filesystem()
+        try:
+            return int(fs.size(self.path(key)))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def upload(
+        self, src: Path, key: str, size: int, sha256: str, progress: Progress | None = None
+    ) -> None:
+        """Copy `src` to `key`, hashing as it streams; a file that no longer holds the recorded
+        bytes is not stored (a local copy is renamed into place, a remote one is discarded)."""
+        local = self.local
+        if local is not None:
+            dest = local / key
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.partial")
+            try:
+                with open(tmp, "wb") as out:
+                    _stream(src, out, size, sha256, progress)
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return
+        fs, _ = self._filesystem()
+        out = fs.open(self.path(key), "wb")
+        try:
+            _stream(src, out, size, sha256, progress)
+        except BaseException:
+            discard = getattr(out, "discard", None)
+            if callable(discard):
+                discard()
+            raise
+        out.close()
+
+    def download(
+        self, key: str, to: Path, size: int, sha256: str, progress: Progress | None = None
+    ) -> Path:
+        """Fetch `key` to `to` through a temporary file renamed only once size and sha256 match."""
+        tmp = to.with_name(f".{to.name}.partial")
+        h, got = hashlib.sha256(), 0
+        try:
+            with self._open_read(key) as src, open(tmp, "wb") as dst:
+                for block in iter(lambda: src.read(CHUNK), b""):
+                    got += len(block)
+                    if got > size:
+                        break
+                    dst.write(block)
+                    h.update(block)
+                    if progress is not None:
+                        progress(len(block))
+            if (got, h.hexdigest()) != (size, sha256):
+                raise CheckpointError(
+                    f"refusing to restore: the artifact store's copy {shown(self.uri(key))} does "
+                    "not match the recorded size and sha256"
+                )
+            os.replace(tmp, to)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return to
+
+    def _open_read(self, key: str) -> Any:
+        local = self.local
+        if local is not None:
+            return open(local / key, "rb")
+        fs, _ = self._filesystem()
+        return fs.open(self.path(key), "rb", block_size=CHUNK)
+
+    def delete_run(self, run_id: str) -> bool:
+        """Remove everything under `<run id>/`; whether there was anything."""
+        local = self.local
+        if local is not None:
+            import shutil
+
+            folder = local / run_id
+            if not folder.is_dir():
+                return False
+            shutil.rmtree(folder)
+            return True
+        fs, _ = self._filesystem()
+        target = self.path(run_id)
+        if not fs.exists(target):
+            return False
+        fs.rm(target, recursive=True)
+        return True
+
+
+def _stream(src: Path, out: Any, size: int, sha256: str, progress: Progress | None) -> None:
+    h, sent = hashlib.sha256(), 0
+    with open(src, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            out.write(block)
+            h.update(block)
+            sent += len(block)
+            if progress is not None:
+                progress(len(block))
+    if (sent, h.hexdigest()) != (size, sha256):
+        raise FileChanged(f"{src} changed after it was recorded; its copy is not stored")
+
+
+def store_for(ck: CheckpointRecord) -> ArtifactStore | None:
+    """Where this checkpoint's copy is read from: `TRACKER_ARTIFACTS` when it holds the key (the
+    same shared folder can be mounted at another path here), else the root it was written to."""
+    if ck.artifact_key is None or ck.artifact_root is None:
+        return None
+    here = os.environ.get(ENV_VAR)
+    if here and clean_root(here) != ck.artifact_root:
+        configured = ArtifactStore(here)
+        try:
+            if configured.size(ck.artifact_key) is not None:
+                return configured
+        except TrackerError:
+            pass
+    return ArtifactStore(ck.artifact_root)
+
+
+# -- where a checkpoint can be had --------------------------------------------------------------
+
+LOCAL, STORE, BOTH, NEITHER = "local", "store", "both", "neither"
+
+
+def in_store(ck: CheckpointRecord) -> bool:
+    """A confirmed copy of the recorded size is there (its hash is checked when it is fetched)."""
+    if ck.uploaded_at is None:
+        return False
+    store = store_for(ck)
+    if store is None or ck.artifact_key is None:
+        return False
+    try:
+        return store.size(ck.artifact_key) == ck.size
+    except Exception:  # noqa: BLE001 - an unreachable store or missing protocol package
+        return False
+
+
+def availability(ck: CheckpointRecord, local_state: str) -> str:
+    local = local_state == "ok"
+    stored = in_store(ck)
+    return BOTH if local and stored else LOCAL if local else STORE if stored else NEITHER
+
+
+def first_obtainable(cks: list[CheckpointRecord]) -> tuple[CheckpointRecord | None, list[str]]:
+    """Like `checkpoints.first_intact`, but a checkpoint whose local file is gone or changed
+    still counts when the artifact store holds its copy."""
+    from tracker import checkpoints
+
+    _, problems = checkpoints.first_intact(cks)
+    for ck in cks:
+        if checkpoints.state(ck) == checkpoints.OK or in_store(ck):
+            return ck, problems
+    if any(ck.artifact_key for ck in cks):
+        problems.append("and the artifact store holds no confirmed copy")
+    return None, problems
+
+
+def verified(cks: list[CheckpointRecord]) -> CheckpointRecord:
+    """`checkpoints.verified`, with the artifact store's copies as a second place to look."""
+    ck, problems = first_obtainable(cks)
+    if ck is None:
+        raise CheckpointError("refusing to restore: " + "; ".join(problems))
+    return ck
+
+
+@contextmanager
+def local_copy(ck: CheckpointRecord) -> Iterator[Path]:
+    """A verified local file of the checkpoint: its own file when intact, else a temporary
+    copy fetched from the artifact store (removed afterwards)."""
+    from tracker import checkpoints
+
+    if checkpoints.state(ck) == checkpoints.OK or not in_store(ck):
+        yield Path(ck.path)
+        return
+    store = store_for(ck)
+    assert store is not None and ck.artifact_key is not None
+    with tempfile.TemporaryDirectory(prefix="tracker-restore-") as tmp:
+        yield store.download(ck.artifact_key, Path(tmp) / Path(ck.path).name, ck.size, ck.sha256)
+
+
+def copy_out(
+    ck: CheckpointRecord, to: Path, *, force: bool = False, progress: Progress | None = None
+) -> tuple[Path, str]:
+    """Copy the checkpoint to `to` from its local file when that is intact, else from the artifact
+    store; returns the file and where it came from (its path or URI)."""
+    from tracker import checkpoints
+
+    to = to.expanduser().resolve()
+    if checkpoints.state(ck) == checkpoints.OK or not in_store(ck):
+        return checkpoints.copy_verified(ck, to, force=force, progress=progress), ck.path
+    checkpoints.check_target(ck, to, force=force)
+    store = store_for(ck)
+    assert store is not None and ck.artifact_key is not None
+    store.download(ck.artifact_key, to, ck.size, ck.sha256, progress)
+    return to, shown(store.uri(ck.artifact_key))
+
+
+# -- uploads during a run -----------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    src: Path
+    key: str
+    size: int
+    sha256: str
+
+
+class Uploader:
+    """Copies files to the artifact store on a worker thread, so training never waits on it;
+    `on_done(key, sha256)` confirms each copy (in the database)."""
+
+    def __init__(self, store: ArtifactStore, on_done: Callable[[str, str], None]) -> None:
+        self.store = store
+        self._on_done = on_done
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.failed: list[str] = []
+        self.pending = 0
+
+    def submit(self, src: Path, key: str, size: int, sha256: str) -> None:
+        with self._lock:
+            self.pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="tracker-uploads", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put(_Job(src, key, size, sha256))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self.store.upload(job.src, job.key, job.size, job.sha256)
+                self._on_done(job.key, job.sha256)
+            except FileChanged:
+                pass  # overwritten by a later save, whose own upload follows
+            except Exception as e:  # noqa: BLE001 - reported when the run ends
+                self.failed.append(f"{job.src}: {type(e).__name__}: {e}")
+            finally:
+                with self._lock:
+                    self.pending -= 1
+                self._jobs.task_done()
+
+    def wait(self) -> int:
+        """Wait for every submitted upload (polling, so Ctrl-C still reaches the main thread);
+        how many failed."""
+        while self.pending:
+            time.sleep(0.05)
+        return len(self.failed)
+
+
+# -- after a run: finishing, pushing, deleting --------------------------------------------------
+
+
+@dataclass
+class UploadReport:
+    uploaded: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _upload_recorded(
+    store: Store, ck: CheckpointRecord, target: ArtifactStore, key: str, progress: Progress | None
+) -> str | None:
+    """Upload one intact checkpoint and confirm it; the reason when it cannot be done."""
+    from tracker import checkpoints
+
+    st = checkpoints.state(ck)
+    if st != checkpoints.OK:
+        return (
+            f"checkpoint {ck.path} (epoch {ck.epoch}) is {st} here: its upload cannot be finished"
+        )
+    try:
+        target.upload(Path(ck.path), key, ck.size, ck.sha256, progress)
+    except (OSError, TrackerError) as e:
+        return f"{ck.path}: {shown(str(e))}"
+    store.record_upload(ck.id, artifact_root=target.root, artifact_key=key)
+    return None
+
+
+def finish_uploads(store: Store, *, progress: Progress | None = None) -> UploadReport:
+    """Finish the uploads a run left pending (its process was killed, or the store was away),
+    from the files still intact on this machine, to the root each was meant for."""
+    report = UploadReport()
+    newest: dict[tuple[str, str], int] = {}
+    for ck in store.pending_uploads():
+        assert ck.artifact_root is not None and ck.artifact_key is not None
+        if (ck.run_id, ck.path) not in newest:
+            for other in store.checkpoints(ck.run_id):
+                newest[(ck.run_id, other.path)] = other.id
+        if newest[(ck.run_id, ck.path)] != ck.id:
+            continue  # its file was overwritten by a later save of the run, which is uploaded
+        target = ArtifactStore(ck.artifact_root)
+        problem = _upload_recorded(store, ck, target, ck.artifact_key, progress)
+        if problem:
+            report.problems.append(problem)
+        else:
+            report.uploaded += 1
+    return report
+
+
+def push_run(
+    store: Store, run: str, location: str, *, progress: Progress | None = None
+) -> UploadReport:
+    """Upload the run's checkpoints that are intact here and have no confirmed copy yet."""
+    run_id = store.get_run(run).id
+    target = ArtifactStore(location)
+    report = UploadReport()
+    for ck in store.checkpoints(run_id):
+        if ck.uploaded_at is not None and in_store(ck):
+            continue
+        key = ck.artifact_key or checkpoint_key(run_id, ck.sha256, ck.path)
+        problem = _upload_recorded(store, ck, target, key, progress)
+        if problem:
+            report.problems.append(problem)
+        else:
+            report.uploaded += 1
+    return report
+
+
+def run_roots(store: Store, run_ids: list[str]) -> dict[str, set[str]]:
+    """The artifact-store roots each run's checkpoints were copied to."""
+    roots: dict[str, set[str]] = {}
+    for run_id in run_ids:
+        found = {ck.artifact_root for ck in store.checkpoints(run_id) if ck.artifact_root}
+        if found:
+            roots[run_id] = found
+    return roots
+
+
+def delete_copies(roots: dict[str, set[str]]) -> list[str]:
+    """Delete each run's folder in its artifact stores; the problems met (a store that cannot be
+    reached does not keep the runs from being deleted from the database)."""
+    problems = []
+    for run_id, found in roots.items():
+        for root in found:
+            try:
+                ArtifactStore(root).delete_run(run_id)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{shown(root)}/{run_id}: {type(e).__name__}: {shown(str(e))}")
+    return problems
