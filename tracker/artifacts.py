@@ -94,6 +94,18 @@ def shown(location: str) -> str:
     return _SECRET_PARAM.sub(r"\1***", mask_url(location))
 
 
+def scrub(text: str, location: str) -> str:
+    """`text` (a library's error message) with every credential-like part of `location` masked,
+    however the library quoted it."""
+    if is_url(location):
+        parts = urlsplit(location)
+        secrets = [parts.username, parts.password]
+        secrets += [v for q in parts.query.split("&") for v in q.split("=", 1)[1:]]
+        for secret in filter(None, secrets):
+            text = text.replace(secret, "***")
+    return shown(text)
+
+
 def _local(location: str) -> Path:
     if location.startswith("file://"):
         location = location[len("file://") :]
@@ -177,6 +189,8 @@ class ArtifactStore:
                 tmp.unlink(missing_ok=True)
             return
         fs, _ = self._filesystem()
+        if getattr(fs, "auto_mkdir", None) is False:  # a folder behind a URL (file://, slowfile)
+            fs.makedirs(self.path(key).rsplit("/", 1)[0], exist_ok=True)
         out = fs.open(self.path(key), "wb")
         try:
             _stream(src, out, size, sha256, progress)
@@ -388,7 +402,8 @@ class Uploader:
             except FileChanged:
                 pass  # overwritten by a later save, whose own upload follows
             except Exception as e:  # noqa: BLE001 - reported when the run ends
-                self.failed.append(f"{job.src}: {type(e).__name__}: {e}")
+                message = scrub(str(e), self.store.location)
+                self.failed.append(f"{job.src}: {type(e).__name__}: {message}")
             finally:
                 with self._lock:
                     self.pending -= 1
@@ -424,8 +439,8 @@ def _upload_recorded(
         )
     try:
         target.upload(Path(ck.path), key, ck.size, ck.sha256, progress)
-    except (OSError, TrackerError) as e:
-        return f"{ck.path}: {shown(str(e))}"
+    except Exception as e:  # noqa: BLE001 - each file's failure is reported, the others go on
+        return f"{ck.path}: {type(e).__name__}: {scrub(str(e), target.location)}"
     store.record_upload(ck.id, artifact_root=target.root, artifact_key=key)
     return None
 
@@ -489,5 +504,7 @@ def delete_copies(roots: dict[str, set[str]]) -> list[str]:
             try:
                 ArtifactStore(root).delete_run(run_id)
             except Exception as e:  # noqa: BLE001
-                problems.append(f"{shown(root)}/{run_id}: {type(e).__name__}: {shown(str(e))}")
+                problems.append(
+                    f"{shown(root)}/{run_id}: {type(e).__name__}: {scrub(str(e), root)}"
+                )
     return problems
