@@ -12,6 +12,8 @@ import sys
 import time
 import urllib.request
 
+BUCKET = "tracker-artifacts"
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -13,16 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tracker import open_store
 from tracker.artifacts import clean_root, shown
 
 from .cli_support import checkpoint_file, fails, ok_json, run
+from .conftest import S3_BUCKET as BUCKET
 from .helpers import seed_run
-from .s3server import MotoServer
-
-BUCKET = "tracker-artifacts"
 
 
 def _seed(db_url: str, folder: Path, content: bytes = b"weights-bytes" * 1000) -> tuple[str, Path]:
@@ -120,33 +116,6 @@ def test_runs_show_with_a_folder_store_imports_no_fsspec(tmp_path):
 
 
 # -- S3 through an S3-compatible endpoint -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = MotoServer()
-    try:
-        server.start()
-    except Exception as e:  # noqa: BLE001
-        server.stop()
-        pytest.fail(f"moto server could not start: {e}")
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """Credentials only where S3 clients look for them: the environment."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEYID")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-never-stored")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    import boto3
-
-    client = boto3.client("s3")
-    if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
-        client.create_bucket(Bucket=BUCKET)
-    return client
 
 
 def _keys(client, prefix: str) -> list[str]:
