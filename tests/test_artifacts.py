@@ -168,3 +168,4 @@ def test_roots_are_kept_without_credentials_and_shown_masked():
     assert clean_root(url) == "az://container/runs"
     assert "pw" not in shown(url) and "s3cr3t" not in shown(url) and "t0kv4l" not in shown(url)
     assert clean_root("/mnt/shared/artifacts") == "/mnt/shared/artifacts"
+    assert clean_root("memory:///tmp/store") == "memory:///tmp/store"

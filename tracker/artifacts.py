@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from tracker.config import default_artifacts_dir, mask_url
 from tracker.errors import CheckpointError, TrackerError
@@ -86,7 +86,7 @@ def clean_root(location: str) -> str:
     parts = urlsplit(location)
     host = parts.hostname or ""
     netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return f"{parts.scheme}://{netloc}{parts.path}"  # `://` kept whatever the scheme
 
 
 def shown(location: str) -> str:
@@ -195,9 +195,14 @@ class ArtifactStore:
         try:
             _stream(src, out, size, sha256, progress)
         except BaseException:
+            # Throw the partial object away instead of completing it: fsspec's buffered files
+            # abort a multipart upload, and must not flush it when collected either.
             discard = getattr(out, "discard", None)
             if callable(discard):
                 discard()
+                out.closed = True
+            else:
+                out.close()
             raise
         out.close()
 
