@@ -13,8 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tracker import open_store
-from tracker.artifacts import clean_root, shown
+from tracker.artifacts import ArtifactStore, FileChanged, clean_root, shown
+from tracker.checkpoints import file_digest
 
 from .cli_support import checkpoint_file, fails, ok_json, run
 from .conftest import S3_BUCKET as BUCKET
@@ -169,3 +172,23 @@ def test_roots_are_kept_without_credentials_and_shown_masked():
     assert "pw" not in shown(url) and "s3cr3t" not in shown(url) and "t0kv4l" not in shown(url)
     assert clean_root("/mnt/shared/artifacts") == "/mnt/shared/artifacts"
     assert clean_root("memory:///tmp/store") == "memory:///tmp/store"
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_file_changed_since_it_was_recorded_leaves_no_copy(where, tmp_path, request):
+    src = tmp_path / "w.weights.h5"
+    src.write_bytes(b"x" * (3 << 20))
+    size, sha = file_digest(src)
+    if where == "s3":
+        client = request.getfixturevalue("s3")
+        store = ArtifactStore(f"s3://{BUCKET}/changed-{tmp_path.name}")
+    else:
+        store = ArtifactStore(str(tmp_path / "store"))
+    src.write_bytes(b"y" * (3 << 20))  # overwritten by a later save before its upload
+    with pytest.raises(FileChanged):
+        store.upload(src, "run/w.weights.h5", size, sha)
+    assert store.size("run/w.weights.h5") is None
+    if where == "s3":
+        assert _keys(client, f"changed-{tmp_path.name}/") == []
+    store.upload(src, "run/w.weights.h5", *file_digest(src))
+    assert store.size("run/w.weights.h5") == 3 << 20

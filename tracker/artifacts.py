@@ -195,14 +195,7 @@ class ArtifactStore:
         try:
             _stream(src, out, size, sha256, progress)
         except BaseException:
-            # Throw the partial object away instead of completing it: fsspec's buffered files
-            # abort a multipart upload, and must not flush it when collected either.
-            discard = getattr(out, "discard", None)
-            if callable(discard):
-                discard()
-                out.closed = True
-            else:
-                out.close()
+            _abandon(fs, out, self.path(key))
             raise
         out.close()
 
@@ -256,6 +249,22 @@ class ArtifactStore:
             return False
         fs.rm(target, recursive=True)
         return True
+
+
+def _abandon(fs: Any, out: Any, path: str) -> None:
+    """Throw a partial upload away instead of completing it: a buffered remote file aborts its
+    multipart upload (and must not flush when collected); anything else is closed and removed."""
+    try:
+        out.discard()
+        out.closed = True
+        return
+    except Exception:  # noqa: BLE001 - no discard here (a plain file): remove it instead
+        pass
+    try:
+        out.close()
+        fs.rm(path)
+    except Exception:  # noqa: BLE001 - the row stays unconfirmed, so nothing trusts this copy
+        pass
 
 
 def _stream(src: Path, out: Any, size: int, sha256: str, progress: Progress | None) -> None:
