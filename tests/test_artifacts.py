@@ -192,3 +192,21 @@ def test_a_file_changed_since_it_was_recorded_leaves_no_copy(where, tmp_path, re
         assert _keys(client, f"changed-{tmp_path.name}/") == []
     store.upload(src, "run/w.weights.h5", *file_digest(src))
     assert store.size("run/w.weights.h5") == 3 << 20
+
+
+@pytest.mark.slow
+def test_stream_benchmark_runs_small(tmp_path):
+    """bench/artifacts.py's memory measurement runs (figures: bench/RESULTS.md, never here)."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "bench/artifacts.py", "stream", "--gb", "0.02", "--s3-mb", "6"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    for where, size in (("folder", int(0.02 * (1 << 30))), ("s3", 6 << 20)):
+        assert result[where]["bytes"] == size
+        assert {"hash", "upload", "fetch"} <= set(result[where])

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 ENV_VAR = "TRACKER_ARTIFACTS"
 CHUNK = 1 << 20
+WRITE_BLOCK = 8 << 20  # a remote file's buffer (S3 multipart parts are at least 5 MiB)
 _SECRET_PARAM = re.compile(
     r"(?i)([?&][^=&]*(?:key|token|secret|sig|signature|password)[^=&]*=)[^&]*"
 )
@@ -191,7 +192,7 @@ class ArtifactStore:
         fs, _ = self._filesystem()
         if getattr(fs, "auto_mkdir", None) is False:  # a folder behind a URL (file://, slowfile)
             fs.makedirs(self.path(key).rsplit("/", 1)[0], exist_ok=True)
-        out = fs.open(self.path(key), "wb")
+        out = fs.open(self.path(key), "wb", block_size=WRITE_BLOCK)
         try:
             _stream(src, out, size, sha256, progress)
         except BaseException:
