@@ -3,17 +3,19 @@
     python bench/artifacts.py fit [--epochs 20 --reps 5]   # per-epoch cost with/without a store
     python bench/artifacts.py stream [--gb 2 --s3-mb 256]  # peak RSS of hashing and transfers
 
-`fit`: one process, one tiny model (bench/fitmodel.py), three variants rotated every repetition:
-ModelCheckpoint alone; with TrackingCallback and its default store (the folder beside the SQLite
-file); with TrackingCallback uploading every ModelCheckpoint file to S3 (moto's server on
-loopback, the only S3-compatible endpoint installable here). An epoch's cost is the median time
-from one epoch's start to the next one's, so it holds every end-of-epoch hook (the tracker's
-write, the ModelCheckpoint save and the upload hand-off) and not the wait for uploads when `fit`
-ends, which is reported on its own.
+`fit`: one process, one tiny model (bench/fitmodel.py), a ModelCheckpoint saving weights every
+epoch in every variant, rotated every repetition: alone; with TrackingCallback and its default
+store (the folder beside the SQLite file); with TrackingCallback uploading every ModelCheckpoint
+file to another folder; the same to S3 (moto's server on loopback, the only S3-compatible
+endpoint installable here, which runs on the same 2 cores). An epoch's cost is the median time
+from one epoch's start to the next one's, so it holds every end-of-epoch hook and any CPU the
+background uploads (and, for S3, the local server) take from training; the wait for uploads when
+`fit` ends is reported on its own, and so is the time the training thread spends in the
+tracker's end-of-epoch work and its handling of each save (hash, record, hand-off).
 
-`stream`: each step in a fresh process, its peak RSS (ru_maxrss) against the same process's
-RSS before the step: sha256 of a file, upload to a folder store, fetch back verified; the same
-for S3 with a smaller file (moto keeps objects in memory).
+`stream`: each step in a fresh process, its peak RSS (VmHWM) against the same process's RSS
+(VmRSS) just before the step, its imports done: sha256 of a file, upload to a folder store,
+fetch back verified; the same for S3 with a smaller file (moto keeps objects in memory).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
     from fitmodel import make_data, make_model
 
     from tracker import TrackingCallback
+    from tracker.checkpointing import CheckpointKeeper
 
     server = _moto()
     work = Path(tempfile.mkdtemp(prefix="bench-artifacts-"))
@@ -76,15 +79,37 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
         def on_train_end(self, logs: Any = None) -> None:
             self.ended = time.perf_counter()
 
+    spent = {"s": 0.0}
+
+    def timed(fn: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent["s"] += time.perf_counter() - t0
+
+        return wrapper
+
+    # The training thread's share: the tracker's end-of-epoch work and its handling of each
+    # ModelCheckpoint save (hash, record, hand-off to the upload thread).
+    TrackingCallback._after_epoch_end = timed(TrackingCallback._after_epoch_end)
+    CheckpointKeeper._saved = timed(CheckpointKeeper._saved)
+
     def variant(name: str) -> dict[str, float]:
         clock = EpochClock()
-        mc = keras.callbacks.ModelCheckpoint(str(work / name / "e{epoch:03d}.weights.h5"), True)
+        path = str(work / name / "e{epoch:03d}.weights.h5")
+        mc = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
         cbs: list[Any] = [clock, mc]
         if name == "folder":
             cbs.append(TrackingCallback(db=db))
-        elif name == "s3":
+        elif name == "folder+upload":
+            store = str(work / "store")
+            cbs.append(TrackingCallback(db=db, artifacts=store, upload_checkpoints=True))
+        elif name == "s3+upload":
             url = "s3://tracker-bench/runs"
             cbs.append(TrackingCallback(db=db, artifacts=url, upload_checkpoints=True))
+        spent["s"] = 0.0
         t0 = time.perf_counter()
         model.fit(*data, batch_size=batch, epochs=epochs, verbose=0, callbacks=cbs)
         end = time.perf_counter()
@@ -93,9 +118,10 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
             "epoch_s": statistics.median(gaps),
             "end_wait_s": end - clock.ended,
             "fit_s": end - t0,
+            "hooks_s": spent["s"] / epochs,
         }
 
-    names = ["none", "folder", "s3"]
+    names = ["none", "folder", "folder+upload", "s3+upload"]
     for name in names:
         variant(name)  # warm-up: tracing, first imports, the store's engine
     samples_by: dict[str, list[dict[str, float]]] = {n: [] for n in names}
@@ -113,6 +139,7 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
             "epoch_cost_ms": (epoch - base) * 1e3,
             "fit_s": statistics.median(s["fit_s"] for s in runs),
             "end_wait_ms": statistics.median(s["end_wait_s"] for s in runs) * 1e3,
+            "tracker_hooks_per_epoch_ms": statistics.median(s["hooks_s"] for s in runs) * 1e3,
         }
     return out
 
@@ -120,17 +147,21 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
 # -- stream -------------------------------------------------------------------------------------
 
 _STEP = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from tracker.artifacts import ArtifactStore
 from tracker.checkpoints import file_digest
 step, src, root, size, sha = sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 store = ArtifactStore(root)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def status(field):  # this process's own figures (ru_maxrss carries the parent's peak over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+rss = lambda: status("VmHWM")
 if store.local is None:
     store._filesystem()  # the protocol's imports are not the transfer's memory
-before = rss()
+before = status("VmRSS")
 if step == "hash":
     size, sha = file_digest(src)
 elif step == "upload":
@@ -177,7 +208,10 @@ def stream_bench(gb: float, s3_mb: int) -> dict[str, Any]:
     (work / "back.weights.h5").unlink(missing_ok=True)
     small = work / "s3" / "big.weights.h5"
     small.parent.mkdir()
-    small.write_bytes(os.urandom(1 << 20) * s3_mb)
+    with open(small, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(s3_mb):
+            f.write(block)
     server = _moto()
     try:
         out["s3"] = _transfers(small, "s3://tracker-bench/stream")
