@@ -115,3 +115,18 @@ class Checkpoint(Base):
     size: Mapped[int]
     sha256: Mapped[str]
     created_at: Mapped[datetime]
+
+
+class DatabaseIdentity(Base):
+    __table__ = tables.database_identity
+
+    id: Mapped[str]
+    created_at: Mapped[datetime]
+
+
+class RunDestination(Base):
+    __table__ = tables.run_destinations
+
+    run_id: Mapped[str]
+    database_id: Mapped[str | None]
+    url: Mapped[str]
