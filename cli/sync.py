@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tracker.cli.options import pass_store
+from tracker.cli.options import App, pass_app
 
 if TYPE_CHECKING:
-    from tracker.store import Store
     from tracker.transfer import ImportResult
 
 
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Push every run to the database it was meant for, not only to --db's.",
 )
-@pass_store
-def sync(store: Store, spool: Path | None, prune: bool, to_all: bool) -> None:
+@pass_app
+def sync(app: App, spool: Path | None, prune: bool, to_all: bool) -> None:
     """Push the runs kept in a spool file into the database they were meant for.
 
     The callback writes to a local spool file (an ordinary tracker SQLite database, named in
@@ -50,7 +49,7 @@ def sync(store: Store, spool: Path | None, prune: bool, to_all: bool) -> None:
 
     path = spool or spool_sync.default_spool_path()
     if to_all:
-        done = spool_sync.sync_all(path, store, prune=prune)
+        done = spool_sync.sync_all(path, app.url, prune=prune)
         for url, result in done.pushed:
             click.echo(_synced(path, url, result))
         for group, reason in done.unreached:
@@ -62,6 +61,7 @@ def sync(store: Store, spool: Path | None, prune: bool, to_all: bool) -> None:
         if done.unreached:
             raise SystemExit(1)
         return
+    store = app.store()
     click.echo(_synced(path, store.masked_url, spool_sync.sync(path, store, prune=prune)))
     for group in spool_sync.elsewhere(path, store):
         click.echo(

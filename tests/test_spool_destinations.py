@@ -277,6 +277,34 @@ def test_sync_all_takes_the_password_from_tracker_db_url(tmp_path, pg_url):
     _no_password(done.stdout, done.stderr)
 
 
+def test_sync_all_goes_past_a_given_database_it_cannot_reach(tmp_path, pg_url):
+    """Runs spooled by the previous schema (no destination) wait for the given database; the
+    others go to their own."""
+    from tests.data.make_schema_db import RUNS, populate
+
+    spool = tmp_path / "spool.db"
+    populate(f"sqlite:///{spool}", "0002")
+    a_url = f"sqlite:///{tmp_path}/a.db"
+    a_runs = [spool_while_locked(tmp_path / "a.db", spool)]  # the recorder upgrades the spool
+    bad = _wrong_password(pg_url)
+    first = run(bad, "sync", str(spool), "--all")
+    assert first.exit_code == 1
+    assert first.stdout.startswith(f"synced {spool} into {a_url}: 0 new runs, 1 runs completed")
+    (line,) = first.stderr.splitlines()
+    where = password_free(pg_url)
+    assert line.startswith(f"could not reach {where} (") and "password" in line
+    assert line.endswith(
+        f"2 runs stay in the spool; push them with: tracker --db {shlex.quote(where)} sync {spool}"
+    )
+    assert _run_ids(a_url) == set(a_runs) and _run_ids(pg_url) == set()
+
+    second = run(pg_url, "sync", str(spool), "--all", "--prune")
+    assert second.exit_code == 0, second.stderr
+    assert "2 new runs" in second.stdout.splitlines()[0]
+    assert _run_ids(pg_url) == {r[0] for r in RUNS} and _run_ids(f"sqlite:///{spool}") == set()
+    _no_password(first.stdout, first.stderr, second.stdout, second.stderr)
+
+
 # -- older spools, bad input -----------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tracker.config import ENV_VAR, mask_url, same_database
+from tracker.config import ENV_VAR, mask_url, password_free, same_database
 from tracker.errors import TrackerError
 from tracker.records import RunDestination
 from tracker.store import Store, open_store
@@ -73,14 +73,14 @@ def sync(
     Running it again, or after an interrupted sync, adds only what is missing. With `prune`, a
     run is deleted from the spool once it is safely in `target`.
     """
-    with _open_spool(spool, target) as source:
+    with _open_spool(spool, target.url) as source:
         mine = [r for r, d in source.destinations().items() if _meant_for(d, target)]
         return _push(source, target, mine, prune, progress)
 
 
 def elsewhere(spool: str | os.PathLike[str], target: Store) -> list[Elsewhere]:
     """The spool's runs meant for other databases than `target`, one group per database."""
-    with _open_spool(spool, target) as source:
+    with _open_spool(spool, target.url) as source:
         return _groups(
             {r: d for r, d in source.destinations().items() if not _meant_for(d, target)}
         )
@@ -88,28 +88,36 @@ def elsewhere(spool: str | os.PathLike[str], target: Store) -> list[Elsewhere]:
 
 def sync_all(
     spool: str | os.PathLike[str],
-    target: Store,
+    url: str,
     *,
     prune: bool = False,
     credentials: Iterable[str] | None = None,
 ) -> AllResult:
-    """Push every run of the spool to its own database: the runs meant for `target` (and those
-    with no destination noted) there, every other group to the database it names.
+    """Push every run of the spool to its own database: the runs meant for the database at
+    `url` (and those with no destination noted) there, every other group to the database it
+    names. A database that cannot be reached, `url`'s included, stops only its own runs.
 
-    A database is reached through `target`, then each URL of `credentials` (by default
+    A database is reached through `url`, then each URL of `credentials` (by default
     `TRACKER_DB_URL`) that reaches it, then its stored URL, whose missing password libpq finds
     where it usually does (`PGPASSWORD`, `~/.pgpass`, a service file). A database known by
     identity must show that identity; one known only by URL is whatever that URL reaches.
     """
     if credentials is None:
-        credentials = [url] if (url := os.environ.get(ENV_VAR)) else []
+        credentials = [env] if (env := os.environ.get(ENV_VAR)) else []
     out = AllResult()
-    with _open_spool(spool, target) as source, ExitStack() as stack:
+    with _open_spool(spool, url) as source, ExitStack() as stack:
         dests = source.destinations()
-        mine = [r for r, d in dests.items() if _meant_for(d, target)]
-        out.pushed.append((target.masked_url, _push(source, target, mine, prune, None)))
         opened = _Opener(stack, source.url)
-        others = _groups({r: d for r, d in dests.items() if not _meant_for(d, target)})
+        target = opened.open(url)
+        if isinstance(target, Store):
+            mine = [r for r, d in dests.items() if _meant_for(d, target)]
+            out.pushed.append((target.masked_url, _push(source, target, mine, prune)))
+        else:
+            mine = [r for r, d in dests.items() if d is None]
+            if mine:
+                out.unreached.append((Elsewhere(password_free(url), None, mine), target))
+        taken = set(mine)
+        others = _groups({r: d for r, d in dests.items() if r not in taken})
         for group in others:
             reached, reason = opened.find(group, [*credentials, group.url])
             if reached is None:
@@ -119,11 +127,11 @@ def sync_all(
     return out
 
 
-def _open_spool(spool: str | os.PathLike[str], target: Store) -> Store:
+def _open_spool(spool: str | os.PathLike[str], target_url: str) -> Store:
     path = Path(spool).expanduser().resolve()
     if not path.is_file():
         raise TrackerError(f"no spool file at {path}")
-    if target.url == f"sqlite:///{path}":
+    if same_database(target_url, f"sqlite:///{path}"):
         raise TrackerError("the spool and the target database are the same file")
     return open_store(f"sqlite:///{path}")  # a spool of an older schema is upgraded here
 
@@ -192,7 +200,7 @@ class _Opener:
         for url in urls:
             if group.database_id is None and not same_database(url, group.url):
                 continue  # known by URL only: only that URL (with any password) will do
-            got = self._open(url)
+            got = self.open(url)
             if isinstance(got, str):
                 reason = got
             elif group.database_id is None or got.identity == group.database_id:
@@ -204,7 +212,8 @@ class _Opener:
                 )
         return None, reason
 
-    def _open(self, url: str) -> Store | str:
+    def open(self, url: str) -> Store | str:
+        """The store at `url`, or why it could not be opened."""
         if url not in self._tried:
             self._tried[url] = self._connect(url)
         return self._tried[url]
