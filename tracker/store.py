@@ -26,7 +26,7 @@ from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tracker import queries, writes
-from tracker.config import mask_url, resolve_url
+from tracker.config import mask_url, password_free, resolve_url
 from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, check_schema, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
 from tracker.records import (
@@ -67,6 +67,10 @@ class Store:
         auto_upgrade: upgrade an older schema on open. Defaults to `True` for SQLite (the file is
             the user's own) and `False` for PostgreSQL (it may be shared).
         busy_timeout: seconds a SQLite write waits for another process's lock. Defaults to `60`.
+
+    Attributes:
+        identity: the database's own random id (made once by migration 0003), the same whatever
+            URL reaches it; read when the store opens. None only if someone deleted it.
     """
 
     def __init__(
@@ -489,8 +493,6 @@ class Store:
     def set_destination(self, run_id: str, *, url: str, database_id: str | None) -> None:
         """Note, in a spool file, the database the run was meant for: its identity when it is
         known, and its URL, which is stored without its password (`config.password_free`)."""
-        from tracker.config import password_free
-
         row = {"url": password_free(url), "database_id": database_id}
 
         def tx() -> None:
