@@ -125,6 +125,8 @@ def test_sync_pushes_each_database_only_its_own_runs(tmp_path, pg_url):
     with open_store(a_url) as a:
         assert {noted[r] and noted[r].database_id for r in a_runs} == {a.identity}
     assert {(noted[r].url, noted[r].database_id) for r in b_runs} == {(b_where, None)}  # type: ignore[union-attr]
+    for f in tmp_path.glob("spool.db*"):  # the file and its WAL: no password anywhere
+        assert b"not-the-password" not in f.read_bytes()
 
     first = run(a_url, "sync", str(spool))
     assert first.exit_code == 0, first.stderr
