@@ -307,6 +307,32 @@ def test_sync_all_goes_past_a_given_database_it_cannot_reach(tmp_path, pg_url):
     _no_password(first.stdout, first.stderr, second.stdout, second.stderr)
 
 
+def test_sync_all_reaches_a_database_named_by_a_service_file(tmp_path, pg_url, monkeypatch):
+    """The run was meant for `postgresql:///?service=trk`, which did not resolve while it
+    trained; once libpq's service file names it, `--all` takes the runs there."""
+    from sqlalchemy.engine import make_url
+
+    spool = tmp_path / "spool.db"
+    services = tmp_path / "pg_service.conf"
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    service_url = "postgresql+psycopg:///?service=trk"
+    b_runs = [spool_never_reached(service_url, spool)]
+    given = f"sqlite:///{tmp_path}/given.db"
+    first = run(given, "sync", str(spool), "--all")
+    assert first.exit_code == 1 and first.stderr.startswith(f"could not reach {service_url} (")
+
+    u = make_url(pg_url)
+    services.write_text(
+        f"[trk]\nhost={u.host}\nport={u.port}\nuser={u.username}\npassword={u.password}\n"
+        f"dbname={u.database}\noptions={u.query['options']}\n"
+    )
+    second = run(given, "sync", str(spool), "--all")
+    assert second.exit_code == 0, second.stderr
+    assert second.stdout.splitlines()[1].startswith(f"synced {spool} into {service_url}: 1 new")
+    assert _run_ids(pg_url) == set(b_runs)
+    _no_password(first.stdout, first.stderr, second.stdout, second.stderr)
+
+
 # -- older spools, bad input -----------------------------------------------------------------
 
 
