@@ -20,7 +20,17 @@ from tracker.schema import HEAD, KNOWN_REVISIONS
 
 from .helpers import seed_run
 
-TABLES = {"experiments", "runs", "params", "tags", "metrics", "metric_summaries", "checkpoints"}
+TABLES = {
+    "experiments",
+    "runs",
+    "params",
+    "tags",
+    "metrics",
+    "metric_summaries",
+    "checkpoints",
+    "database_identity",
+    "run_destinations",
+}
 
 
 def test_single_head_and_known_revisions_match_scripts():
@@ -58,6 +68,19 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
 def test_open_store_migrates_an_empty_database(db_url):
     with open_store(db_url) as s:
         assert current_revision(s.engine) == HEAD
+
+
+def test_a_database_gets_its_identity_once(db_url, tmp_path):
+    with open_store(db_url) as s:
+        made = s.identity
+    with open_store(db_url) as s:
+        assert s.identity == made and made is not None and len(made) == 32
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM database_identity")).scalars().all() == [made]
+    engine.dispose()
+    with open_store(f"sqlite:///{tmp_path}/another.db") as other:
+        assert other.identity != made
 
 
 def test_newer_schema_is_refused_and_left_alone(db_url):
@@ -119,6 +142,7 @@ def test_upgrade_sqlite_file_from_released_schema(tmp_path, rev):
     with open_store(f"sqlite:///{db}") as store:  # SQLite files are upgraded on open
         assert current_revision(store.engine) == HEAD
         assert _diff(store.engine) == []
+        assert store.identity is not None  # made by the upgrade
         _assert_legacy_data_usable(store)
 
 
@@ -135,6 +159,7 @@ def test_upgrade_postgres_from_released_schema(pg_url, rev):
     assert _diff(engine) == []
     engine.dispose()
     with open_store(pg_url) as store:
+        assert store.identity is not None
         _assert_legacy_data_usable(store)
 
 

@@ -118,3 +118,18 @@ class Checkpoint(Base):
     artifact_root: Mapped[str | None]
     artifact_key: Mapped[str | None]
     uploaded_at: Mapped[datetime | None]
+
+
+class DatabaseIdentity(Base):
+    __table__ = tables.database_identity
+
+    id: Mapped[str]
+    created_at: Mapped[datetime]
+
+
+class RunDestination(Base):
+    __table__ = tables.run_destinations
+
+    run_id: Mapped[str]
+    database_id: Mapped[str | None]
+    url: Mapped[str]

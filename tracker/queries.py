@@ -24,6 +24,7 @@ from tracker.records import (
     CheckpointRecord,
     MetricPoint,
     RankedRun,
+    RunDestination,
     RunDetail,
     RunRecord,
     SummaryRecord,
@@ -33,6 +34,7 @@ from tracker.tables import experiments as exp_t
 from tracker.tables import metric_summaries as sum_t
 from tracker.tables import metrics as metric_t
 from tracker.tables import params as param_t
+from tracker.tables import run_destinations as dest_t
 from tracker.tables import runs as run_t
 from tracker.tables import tags as tag_t
 
@@ -512,6 +514,19 @@ def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str = ""
 def run_ids(conn: Connection) -> list[str]:
     """Every run id, oldest first."""
     return list(conn.scalars(select(run_t.c.id).order_by(run_t.c.started_at, run_t.c.id)))
+
+
+def destinations(conn: Connection) -> dict[str, RunDestination | None]:
+    """Every run id (oldest first) with its noted destination, None where none was noted."""
+    q = (
+        select(run_t.c.id, dest_t.c.url, dest_t.c.database_id)
+        .outerjoin(dest_t, dest_t.c.run_id == run_t.c.id)
+        .order_by(run_t.c.started_at, run_t.c.id)
+    )
+    return {
+        run_id: None if url is None else RunDestination(url, database_id)
+        for run_id, url, database_id in conn.execute(q)
+    }
 
 
 # -- the web UI's reads --------------------------------------------------------------------------

@@ -143,6 +143,15 @@ class MetricPoint:
 
 
 @dataclass(frozen=True)
+class RunDestination:
+    """The database a spooled run was meant for: by identity when the recorder had reached it,
+    always by its URL without password."""
+
+    url: str
+    database_id: str | None
+
+
+@dataclass(frozen=True)
 class CheckpointRecord:
     id: int
     run_id: str

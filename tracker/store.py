@@ -26,18 +26,27 @@ from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tracker import queries, writes
-from tracker.config import mask_url, resolve_url
+from tracker.config import mask_url, password_free, resolve_url
 from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, check_schema, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
     RankedRun,
+    RunDestination,
     RunDetail,
     RunRecord,
     SummaryRecord,
 )
-from tracker.tables import checkpoints, metric_summaries, metrics, params, runs, tags
+from tracker.tables import (
+    checkpoints,
+    metric_summaries,
+    metrics,
+    params,
+    run_destinations,
+    runs,
+    tags,
+)
 from tracker.values import plain
 from tracker.writes import utcnow
 
@@ -58,6 +67,10 @@ class Store:
         auto_upgrade: upgrade an older schema on open. Defaults to `True` for SQLite (the file is
             the user's own) and `False` for PostgreSQL (it may be shared).
         busy_timeout: seconds a SQLite write waits for another process's lock. Defaults to `60`.
+
+    Attributes:
+        identity: the database's own random id (made once by migration 0003), the same whatever
+            URL reaches it; read when the store opens. None only if someone deleted it.
     """
 
     def __init__(
@@ -72,7 +85,9 @@ class Store:
         if auto_upgrade is None:
             auto_upgrade = self.engine.dialect.name == "sqlite"
         try:
-            check_schema(self.engine, auto_upgrade=auto_upgrade)
+            # Which database this is, whatever URL reached it (read once: a spool started after
+            # the database went away still knows it).
+            self.identity = check_schema(self.engine, auto_upgrade=auto_upgrade)
         except BaseException:
             self.engine.dispose()
             raise
@@ -489,7 +504,14 @@ class Store:
 
         def tx(chunk: list[str]) -> int:
             with self._write() as conn:
-                for table in (metrics, metric_summaries, checkpoints, params, tags):
+                for table in (
+                    metrics,
+                    metric_summaries,
+                    checkpoints,
+                    params,
+                    tags,
+                    run_destinations,
+                ):
                     conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
                 return conn.execute(delete(runs).where(runs.c.id.in_(chunk))).rowcount
 
@@ -515,7 +537,25 @@ class Store:
 
         return self._retrying(tx)
 
+    def set_destination(self, run_id: str, *, url: str, database_id: str | None) -> None:
+        """Note, in a spool file, the database the run was meant for: its identity when it is
+        known, and its URL, which is stored without its password (`config.password_free`)."""
+        row = {"url": password_free(url), "database_id": database_id}
+
+        def tx() -> None:
+            with self._write() as conn:
+                conn.execute(delete(run_destinations).where(run_destinations.c.run_id == run_id))
+                conn.execute(insert(run_destinations), [{"run_id": run_id, **row}])
+
+        self._retrying(tx)
+
     # -- reading --------------------------------------------------------------------------------
+
+    def destinations(self) -> dict[str, RunDestination | None]:
+        """Every run of this (spool) database with the destination noted for it, None for a run
+        spooled by a tracker that noted none."""
+        with self._read() as conn:
+            return queries.destinations(conn)
 
     def resolve_run(self, ref: str) -> str:
         """The id of the run `ref` names: a full id, a unique id prefix, a unique name, `latest`."""

@@ -193,3 +193,25 @@ checkpoints = Table(
     Column("artifact_key", Text),
     Column("uploaded_at", UTCDateTime()),
 )
+
+# Which database this is: one row, a random id made when the schema was created or upgraded to
+# revision 0003. A database keeps it whatever URL reaches it (`localhost` or `127.0.0.1`, a
+# relative or absolute path), so a spooled run can name the database it was meant for.
+database_identity = Table(
+    "database_identity",
+    metadata,
+    Column("id", String(32), primary_key=True),  # uuid4 hex
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Where a run kept in a spool file was going (spool files only; a run without a row here was
+# spooled by an older tracker and goes wherever `tracker sync` is pointed). `database_id` is the
+# destination's identity when the recorder had reached it at least once; `url` is its URL with
+# the password removed, kept always (to name it, and to reach it with `tracker sync --all`).
+run_destinations = Table(
+    "run_destinations",
+    metadata,
+    Column("run_id", _run_fk(), primary_key=True),
+    Column("database_id", String(32), index=True),
+    Column("url", Text, nullable=False),
+)
