@@ -39,11 +39,12 @@ def push(store: Store, run: str, location: str | None) -> None:
       tracker artifacts push latest
       tracker artifacts push run-a --to s3://team-bucket/tracker
     """
-    from tracker import artifacts as store_io
+    from tracker.artifacts import shown, store_location
+    from tracker.uploads import push_run
 
-    where = store_io.store_location(location, None, store.url)
-    report = store_io.push_run(store, run, where)
-    click.echo(f"uploaded {report.uploaded} checkpoint(s) to {store_io.shown(where)}")
+    where = store_location(location, None, store.url)
+    report = push_run(store, run, where)
+    click.echo(f"uploaded {report.uploaded} checkpoint(s) to {shown(where)}")
     for problem in report.problems:
         click.echo(f"not uploaded: {problem}", err=True)
     if report.problems:

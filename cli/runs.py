@@ -144,16 +144,16 @@ def runs_delete(store: Store, refs: tuple[str, ...], yes: bool) -> None:
     Example:
       tracker runs delete 3f2a9c1e quiet-otter-1a2b --yes
     """
-    from tracker import artifacts
+    from tracker import uploads
 
     found = store.get_runs(refs)
-    roots = artifacts.run_roots(store, [r.id for r in found])
+    roots = uploads.run_roots(store, [r.id for r in found])
     also = f" and their files in {views.store_names(roots)}" if roots else ""
     confirm(f"Delete {views.run_names(found)}{also}?", yes)
     with progress_bar(len(found), "Deleting runs", min_length=200) as advance:
         deleted = store.delete_runs([r.id for r in found], progress=advance)
     click.echo(f"Deleted {deleted} run{'s' if deleted != 1 else ''}.")
-    for problem in artifacts.delete_copies(roots):
+    for problem in uploads.delete_copies(roots):
         click.echo(f"warning: could not delete {problem}", err=True)
 
 

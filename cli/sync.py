@@ -83,7 +83,7 @@ def sync(app: App, spool: Path | None, prune: bool, to_all: bool) -> None:
 def _finish_uploads(store: Store) -> None:
     """The checkpoint uploads to the artifact store that a run left unfinished (its process was
     killed, or the store was away), finished from the files still intact on this machine."""
-    from tracker.artifacts import finish_uploads
+    from tracker.uploads import finish_uploads
 
     uploads = finish_uploads(store)
     if uploads.uploaded or uploads.problems:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from tracker import introspect
-from tracker.artifacts import ArtifactStore, Uploader, best_key, checkpoint_key, shown
+from tracker.artifacts import ArtifactStore, best_key, checkpoint_key, shown
 from tracker.checkpoints import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
 from tracker.notices import warn
 from tracker.recorder import RunRecorder
 from tracker.records import SummaryRecord
 from tracker.store import Store
+from tracker.uploads import Uploader
 from tracker.values import scalar
 
 SAVE_INTERVAL_S = 60.0
