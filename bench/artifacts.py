@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -122,14 +123,17 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
         }
 
     names = ["none", "folder", "folder+upload", "s3+upload"]
-    for name in names:
-        variant(name)  # warm-up: tracing, first imports, the store's engine
     samples_by: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    for rep in range(reps):
-        k = rep % len(names)
-        for name in names[k:] + names[:k]:
-            samples_by[name].append(variant(name))
-    server.stop()
+    try:
+        for name in names:
+            variant(name)  # warm-up: tracing, first imports, the store's engine
+        for rep in range(reps):
+            k = rep % len(names)
+            for name in names[k:] + names[:k]:
+                samples_by[name].append(variant(name))
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     out: dict[str, Any] = {"epochs": epochs, "reps": reps, "samples": samples, "batch": batch}
     base = statistics.median(s["epoch_s"] for s in samples_by["none"])
     for name, runs in samples_by.items():
@@ -217,6 +221,7 @@ def stream_bench(gb: float, s3_mb: int) -> dict[str, Any]:
         out["s3"] = _transfers(small, "s3://tracker-bench/stream")
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
