@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -37,9 +37,19 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
-from tracker.tables import checkpoints, metric_summaries, metrics, params, runs, tags
+from tracker.tables import (
+    batch_blocks,
+    checkpoints,
+    metric_summaries,
+    metrics,
+    params,
+    runs,
+    tags,
+)
 from tracker.values import plain
 from tracker.writes import utcnow
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -442,7 +452,7 @@ class Store:
 
         def tx(chunk: list[str]) -> int:
             with self._write() as conn:
-                for table in (metrics, metric_summaries, checkpoints, params, tags):
+                for table in (metrics, batch_blocks, metric_summaries, checkpoints, params, tags):
                     conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
                 return conn.execute(delete(runs).where(runs.c.id.in_(chunk))).rowcount
 
@@ -649,6 +659,33 @@ class Store:
                 for k in (keys or known)
             }
             return run, rows
+
+    def batch_series(
+        self,
+        ref: str,
+        keys: Sequence[str] | None,
+        read: Callable[[RunRecord, queries.BatchSource], T],
+        *,
+        after_epoch: int | None = None,
+        epochs: tuple[int, int] | None = None,
+    ) -> tuple[RunRecord, dict[str, T]]:
+        """As `metric_series(batches=True)`, but each key's series is what `read` makes of it
+        from a `BatchSource` (block summaries, points of a few spans, or all points), read in
+        one transaction: a chart of a million points never needs them all.
+
+        Raises:
+            MetricNotFound: one of `keys` is not recorded by the run at batch level.
+        """
+        with self._read() as conn:
+            now = utcnow()
+            run = queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
+            known = queries.batch_metric_keys(conn, run.id)
+            if keys:
+                queries.require_metrics(keys, known, f"at batch level in run {run.short_id}")
+            return run, {
+                k: read(run, queries.BatchSource(conn, run.id, k, after_epoch, epochs))
+                for k in (keys or known)
+            }
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,14 @@ class _BatchX(Sequence[float]):
     values of a million-point series, not all of them."""
 
     def __init__(
-        self, epochs: Sequence[int], steps: Sequence[int], steps_per_epoch: int | None
+        self,
+        epochs: Sequence[int],
+        steps: Sequence[int],
+        steps_per_epoch: int | None,
+        per: dict[int, int] | None = None,
     ) -> None:
         self.epochs, self.steps = epochs, steps
-        self.per = _divisors(epochs, steps, steps_per_epoch or 0)
+        self.per = _divisors(epochs, steps, steps_per_epoch or 0) if per is None else per
 
     def __len__(self) -> int:
         return len(self.epochs)
@@ -158,15 +162,16 @@ def build(
     Columns are split and sliced by C-level operations; x is computed only for the
     points bisection visits and the points kept."""
     epochs, steps, values = (list(map(itemgetter(i), rows)) for i in range(3))
-    x: Sequence[float] = _BatchX(epochs, steps, steps_per_epoch) if batches else _EpochX(epochs)
+    bx = _BatchX(epochs, steps, steps_per_epoch) if batches else None
+    x: Sequence[float] = _EpochX(epochs) if bx is None else bx
     lo, hi = within(x, x_min, x_max)
     total = hi - lo
     if max_points is None or total <= max_points:
         idx: Sequence[int] = range(lo, hi)
     else:
-        if (lo, hi) != (0, len(x)):
+        if (lo, hi) != (0, len(x)):  # x as before the cut: each epoch keeps its steps
             epochs, steps, values = epochs[lo:hi], steps[lo:hi], values[lo:hi]
-            x = _BatchX(epochs, steps, steps_per_epoch) if batches else _EpochX(epochs)
+            x = _EpochX(epochs) if bx is None else _BatchX(epochs, steps, None, bx.per)
         idx = downsample(x, values, max_points)
     return Series(
         [x[i] for i in idx],
@@ -179,3 +184,181 @@ def build(
 
 def _none_for_nan(v: float | None) -> float | None:
     return None if v is None or v != v else v
+
+
+# -- from block summaries -----------------------------------------------------------------------
+
+# A run of consecutive points of one epoch summarised: x of its first and last point, how many,
+# its minimum, maximum and last value, each with its point's (epoch, step), and its first
+# point's (epoch, step); a minimum of None: only NaN.
+_Pos = tuple[int, int]
+_Part = tuple[float, float, int, float | None, _Pos, float | None, _Pos, float | None, _Pos, _Pos]
+
+
+class BlockSource(Protocol):
+    """What `build_from_blocks` reads (`tracker.queries.BatchSource`)."""
+
+    def blocks(self) -> list[Any]: ...
+    def points(self, spans: Sequence[tuple[int, int, int]]) -> list[Any]: ...
+    def rows(self) -> list[Any]: ...
+
+
+def build_from_blocks(
+    source: BlockSource,
+    *,
+    steps_per_epoch: int | None,
+    max_points: int,
+    x_min: float | None = None,
+    x_max: float | None = None,
+) -> Series:
+    """`build(source.rows(), batches=True, ...)`, the same points, read from the series' block
+    summaries (64 steps of one epoch each) wherever a whole block falls in one bucket: only the
+    blocks that the range's ends or a bucket's edge cut are read point by point.
+
+    Exact: a bucket's minimum, maximum and last point are those of its blocks and points, taken
+    in order with `downsample`'s rules (the first of equal extremes, NaN never one). When the
+    range holds no more than `max_points` points, all of them are read.
+    """
+    blocks = source.blocks()
+    per = _block_divisors(blocks, steps_per_epoch or 0)
+
+    def x_of(pos: _Pos) -> float:
+        return pos[0] + pos[1] / per[pos[0]]
+
+    parts: list[_Part | None] = []
+    cut: list[tuple[int, int, int]] = []
+    for e, n, first, last, last_v, min_v, min_s, max_v, max_s in blocks:
+        xf, xl = e + first / per[e], e + last / per[e]
+        if (x_min is not None and xl < x_min) or (x_max is not None and xf > x_max):
+            continue
+        if (x_min is not None and xf < x_min) or (x_max is not None and xl > x_max):
+            parts.append(None)
+            cut.append((e, first, last))
+            continue
+        no = min_s is None
+        parts.append(
+            (
+                xf,
+                xl,
+                n,
+                min_v,
+                (e, 0 if no else min_s),
+                max_v,
+                (e, 0 if no else max_s),
+                last_v,
+                (e, last),
+                (e, first),
+            )
+        )
+    if cut:
+        points = [p for p in _point_parts(source.points(cut), x_of) if _inside(p[0], x_min, x_max)]
+        parts = _fill(parts, points, cut)
+    whole = cast("list[_Part]", parts)
+    total = sum(p[2] for p in whole)
+    if total <= max(max_points, 3):
+        return build(
+            source.rows(),
+            batches=True,
+            steps_per_epoch=steps_per_epoch,
+            max_points=max_points,
+            x_min=x_min,
+            x_max=x_max,
+        )
+    buckets = max(1, max_points // 3)
+    x0, span = whole[0][0], whole[-1][1] - whole[0][0]
+    edges = (
+        [x0 + span * b / buckets for b in range(1, buckets)]
+        if span > 0 and math.isfinite(span)
+        else []
+    )
+    split = {i for i, p in enumerate(whole) if _bucket_of(edges, p[0]) != _bucket_of(edges, p[1])}
+    if split:
+        spans = [(p[9][0], p[9][1], p[8][1]) for i, p in enumerate(whole) if i in split]
+        whole = cast(
+            "list[_Part]",
+            _fill(
+                [None if i in split else p for i, p in enumerate(whole)],
+                _point_parts(source.points(spans), x_of),
+                spans,
+            ),
+        )
+    return _picked(whole, edges, total, x_of)
+
+
+def _block_divisors(blocks: Sequence[Any], known: int) -> dict[int, int]:
+    """`_divisors` from block summaries: each epoch's largest step is its blocks' last."""
+    out: dict[int, int] = {}
+    for b in blocks:
+        out[b[0]] = max(out.get(b[0], known), b[3] + 1)
+    return out
+
+
+def _inside(x: float, x_min: float | None, x_max: float | None) -> bool:
+    return (x_min is None or x >= x_min) and (x_max is None or x <= x_max)
+
+
+def _bucket_of(edges: list[float], x: float) -> int:
+    """The bucket of a point at x as `downsample` assigns it (a point on an edge goes right)."""
+    return bisect.bisect_right(edges, x)
+
+
+def _point_parts(rows: Sequence[Any], x_of: Any) -> list[_Part]:
+    out: list[_Part] = []
+    for e, s, v in rows:
+        pos = (e, s)
+        x = x_of(pos)
+        v = None if v is None or v != v else v
+        out.append((x, x, 1, v, pos, v, pos, v, pos, pos))
+    return out
+
+
+def _fill(
+    parts: list[_Part | None], points: list[_Part], spans: Sequence[tuple[int, int, int]]
+) -> list[_Part | None]:
+    """`parts` with each None (a cut block) replaced by the points of its span, in order."""
+    it = iter(points)
+    pending = next(it, None)
+    out: list[_Part | None] = []
+    k = 0
+    for p in parts:
+        if p is not None:
+            out.append(p)
+            continue
+        e, lo, hi = spans[k]
+        k += 1
+        while pending is not None and pending[4][0] == e and lo <= pending[4][1] <= hi:
+            out.append(pending)
+            pending = next(it, None)
+    return out
+
+
+def _picked(parts: list[_Part], edges: list[float], total: int, x_of: Any) -> Series:
+    """Each bucket's minimum, maximum and last point, in order, from parts none of which
+    straddles an edge."""
+    keep: dict[_Pos, float | None] = {}
+    i, n = 0, len(parts)
+    while i < n:
+        b = _bucket_of(edges, parts[i][0])
+        lo_v = hi_v = None
+        lo_p = hi_p = (0, 0)
+        while i < n and _bucket_of(edges, parts[i][0]) == b:
+            p = parts[i]
+            if p[3] is not None and (lo_v is None or p[3] < lo_v):
+                lo_v, lo_p = p[3], p[4]
+            if p[5] is not None and (hi_v is None or p[5] > hi_v):
+                hi_v, hi_p = p[5], p[6]
+            last = p
+            i += 1
+        picks = {last[8]: last[7]}
+        if lo_v is not None:
+            picks[lo_p] = lo_v
+            picks[hi_p] = hi_v
+        for pos in sorted(picks):
+            keep[pos] = picks[pos]
+    return Series(
+        [x_of(pos) for pos in keep],
+        [pos[0] for pos in keep],
+        [pos[1] for pos in keep],
+        list(keep.values()),
+        total,
+    )
