@@ -132,7 +132,7 @@ def measure(url: str, n_runs: int) -> None:
         for name, path in REQUESTS.items():
             print(f"{name:40s} {median_ms(client, path, 15):8.1f} ms")
         for name, path in SERIES.items():
-            print(f"{name:40s} {median_ms(client, path, 3):8.1f} ms")
+            print(f"{name:40s} {median_ms(client, path, 9):8.1f} ms")
 
 
 def main() -> None:

@@ -483,6 +483,15 @@ def run_detail(
     )
 
 
+def has_batch_metrics(conn: Connection, run_id: str, keys: Sequence[str]) -> bool:
+    """Whether the run has batch points of every one of `keys`: a seek per key."""
+    c = blocks_t.c
+    return all(
+        conn.scalar(select(c.block).where(c.run_id == run_id, c.key == k).limit(1)) is not None
+        for k in keys
+    )
+
+
 def batch_metric_keys(conn: Connection, run_id: str) -> list[str]:
     """The keys the run has batch points of: its batch blocks' keys (a walk of their primary
     key, where the metrics would be a scan of every batch point)."""
@@ -621,13 +630,18 @@ class BatchSource:
             values = ", ".join(
                 ["(CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER))"] * len(chunk)
             )
-            sql = (
-                f"WITH spans (e, lo, hi) AS (VALUES {values}) SELECT m.epoch, m.step, m.value"
-                # CROSS JOIN: SQLite walks the spans and seeks each (else it scans the series)
-                " FROM spans CROSS JOIN metrics m WHERE m.run_id = ? AND m.key = ?"
-                " AND m.epoch = spans.e"
+            sql = f"WITH spans (e, lo, hi) AS (VALUES {values}) " + (
+                # each span a seek of the index, whatever the planner's statistics say:
+                # SQLite walks a CROSS JOIN's left side first, PostgreSQL a LATERAL per row
+                "SELECT m.epoch, m.step, m.value FROM spans CROSS JOIN metrics m"
+                " WHERE m.run_id = ? AND m.key = ? AND m.epoch = spans.e"
                 " AND m.step IS NOT NULL AND m.step BETWEEN spans.lo AND spans.hi"
                 " ORDER BY m.epoch, m.step, m.id"
+                if self.conn.dialect.name == "sqlite"
+                else "SELECT m.epoch, m.step, m.value FROM spans CROSS JOIN LATERAL"
+                " (SELECT epoch, step, value, id FROM metrics WHERE run_id = ? AND key = ?"
+                " AND epoch = spans.e AND step IS NOT NULL AND step BETWEEN spans.lo AND spans.hi"
+                " OFFSET 0) AS m ORDER BY m.epoch, m.step, m.id"  # OFFSET 0: kept a subquery
             )
             args = [v for span in chunk for v in span] + [self.run_id, self.key]
             out += _driver_rows(self.conn, sql, args)

@@ -679,12 +679,14 @@ class Store:
         with self._read() as conn:
             now = utcnow()
             run = queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
-            known = queries.batch_metric_keys(conn, run.id)
-            if keys:
-                queries.require_metrics(keys, known, f"at batch level in run {run.short_id}")
+            if not keys or not queries.has_batch_metrics(conn, run.id, keys):
+                known = queries.batch_metric_keys(conn, run.id)
+                if keys:
+                    queries.require_metrics(keys, known, f"at batch level in run {run.short_id}")
+                keys = known
             return run, {
                 k: read(run, queries.BatchSource(conn, run.id, k, after_epoch, epochs))
-                for k in (keys or known)
+                for k in keys
             }
 
 

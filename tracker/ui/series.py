@@ -271,7 +271,8 @@ def build_from_blocks(
         if span > 0 and math.isfinite(span)
         else []
     )
-    split = {i for i, p in enumerate(whole) if _bucket_of(edges, p[0]) != _bucket_of(edges, p[1])}
+    right = bisect.bisect_right
+    split = {i for i, p in enumerate(whole) if right(edges, p[0]) != right(edges, p[1])}
     if split:
         spans = [(p[9][0], p[9][1], p[8][1]) for i, p in enumerate(whole) if i in split]
         whole = cast(
@@ -295,11 +296,6 @@ def _block_divisors(blocks: Sequence[Any], known: int) -> dict[int, int]:
 
 def _inside(x: float, x_min: float | None, x_max: float | None) -> bool:
     return (x_min is None or x >= x_min) and (x_max is None or x <= x_max)
-
-
-def _bucket_of(edges: list[float], x: float) -> int:
-    """The bucket of a point at x as `downsample` assigns it (a point on an edge goes right)."""
-    return bisect.bisect_right(edges, x)
 
 
 def _point_parts(rows: Sequence[Any], x_of: Any) -> list[_Part]:
@@ -334,14 +330,16 @@ def _fill(
 
 def _picked(parts: list[_Part], edges: list[float], total: int, x_of: Any) -> Series:
     """Each bucket's minimum, maximum and last point, in order, from parts none of which
-    straddles an edge."""
+    straddles an edge (a point on an edge is in the bucket to its right, as in `downsample`)."""
     keep: dict[_Pos, float | None] = {}
+    right = bisect.bisect_right
+    of = [right(edges, p[0]) for p in parts]
     i, n = 0, len(parts)
     while i < n:
-        b = _bucket_of(edges, parts[i][0])
+        b = of[i]
         lo_v = hi_v = None
         lo_p = hi_p = (0, 0)
-        while i < n and _bucket_of(edges, parts[i][0]) == b:
+        while i < n and of[i] == b:
             p = parts[i]
             if p[3] is not None and (lo_v is None or p[3] < lo_v):
                 lo_v, lo_p = p[3], p[4]
