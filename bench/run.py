@@ -4,6 +4,8 @@
     .venv/bin/python bench/run.py --postgres            # also PostgreSQL (throwaway cluster)
     .venv/bin/python bench/run.py --size tiny --skip-mlflow --only ingest,queries
     .venv/bin/python bench/report.py                    # bench/RESULTS.md from latest.json
+    .venv/bin/python bench/run.py --only ui_api,ui_pages,ui_charts --postgres \
+        --add-to bench/results/latest.json              # the web UI's, added to the last run
 
 MLflow is installed on first use into bench/.venv-mlflow (bench/mlflow-requirements.txt) and
 driven through bench/mlflow_driver.py in that virtualenv; tracker runs here. Results go to

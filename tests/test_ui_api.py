@@ -281,6 +281,13 @@ def ser_json(series):
     return dumps(series.to_json())
 
 
+def test_batch_series_of_every_key_when_none_is_named(store, client):
+    """No key: every key the run has batch points of (what a run's first epoch shows)."""
+    run_id = seed_awkward_batches(store, None)
+    got = get_json(client, f"/api/runs/{run_id}/series?batches=1&max_points=30")["series"]
+    assert list(got) == ["loss"] and got["loss"]["total"] == 1451
+
+
 def test_batch_blocks_follow_discarded_epochs_and_deleted_runs(store, client):
     run_id = seed_awkward_batches(store, None)
     store.discard_epochs(run_id, 4)
@@ -358,6 +365,8 @@ def test_batch_x_uses_steps_per_epoch_or_the_epochs_last_step():
         ("/api/runs?sort=val_los", 400, "no metric 'val_los'"),
         ("/api/runs?tag=team", 400, "tag must be KEY=VALUE"),
         ("/api/runs/run-a/series?key=nope", 400, "no metric 'nope'"),
+        ("/api/runs/run-a/series?key=loss&batches=1", 400, "no metric 'loss' at batch level"),
+        ("/api/runs/nope/series?batches=1", 404, "no run matches"),
         ("/api/runs/run-a/series?x_min=nan", 400, "x_min must be a finite number"),
         ("/api/compare?run=run-a", 400, "at least two runs"),
         ("/api/best?metric=val_los", 400, "no metric"),
