@@ -605,7 +605,8 @@ def web_ui(r: dict[str, Any]) -> Lines:
                 "(`mlflow_driver.py ui_store`), with one history row a metric instead of 100 "
                 "epochs: its runs page reads the latest values only, and 20,000,000 rows through "
                 "its API would take hours. Served by `mlflow server` (one worker) on SQLite; the "
-                "page is its experiment's runs table (`#/experiments/ID/runs`).",
+                "page is its experiment's runs table (`#/experiments/ID/runs`). MLflow's UI on "
+                "PostgreSQL was not measured.",
             ]
         out += ["", f"Load {load(pages)}.", ""]
     if charts:
