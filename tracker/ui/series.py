@@ -8,7 +8,12 @@ finds each bucket's edges by bisection: the per-point work is C-level slicing an
 Python loop. NaN (None here, as the store gives a NULL) takes no part in min/max but can be a
 bucket's last point, so a run that went NaN ends on its NaN.
 
-Pure functions on lists: no database, no Starlette.
+A batch series is not read whole to be downsampled: `build_from_blocks` gives the same points
+from the store's block summaries (`tracker.tables.batch_blocks`), reading point by point only
+the blocks that a bucket's edge or the range's ends cut.
+
+Pure functions on lists (and on a `BlockSource` the caller binds to its transaction): no
+database, no Starlette.
 """
 
 from __future__ import annotations
