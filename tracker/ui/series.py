@@ -19,6 +19,7 @@ database, no Starlette.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,18 +194,17 @@ def _none_for_nan(v: float | None) -> float | None:
 
 # -- from block summaries -----------------------------------------------------------------------
 
-# A run of consecutive points of one epoch summarised: x of its first and last point, how many,
-# its minimum, maximum and last value, each with its point's (epoch, step), and its first
-# point's (epoch, step); a minimum of None: only NaN.
-_Pos = tuple[int, int]
-_Part = tuple[float, float, int, float | None, _Pos, float | None, _Pos, float | None, _Pos, _Pos]
+# A block row as the store gives it: (epoch, count, first_step, last_step, last_value, min_value,
+# min_step, max_value, max_step); a point is a block of one. A minimum of None: only NaN.
+_Block = tuple[int, int, int, int, float | None, float | None, Any, float | None, Any]
+_Span = tuple[int, int, int]
 
 
 class BlockSource(Protocol):
     """What `build_from_blocks` reads (`tracker.queries.BatchSource`)."""
 
     def blocks(self) -> list[Any]: ...
-    def points(self, spans: Sequence[tuple[int, int, int]]) -> list[Any]: ...
+    def points(self, spans: Sequence[_Span]) -> list[Any]: ...
     def rows(self) -> list[Any]: ...
 
 
@@ -224,42 +224,11 @@ def build_from_blocks(
     in order with `downsample`'s rules (the first of equal extremes, NaN never one). When the
     range holds no more than `max_points` points, all of them are read.
     """
-    blocks = source.blocks()
+    blocks: list[_Block] = source.blocks()
     per = _block_divisors(blocks, steps_per_epoch or 0)
-
-    def x_of(pos: _Pos) -> float:
-        return pos[0] + pos[1] / per[pos[0]]
-
-    parts: list[_Part | None] = []
-    cut: list[tuple[int, int, int]] = []
-    for e, n, first, last, last_v, min_v, min_s, max_v, max_s in blocks:
-        xf, xl = e + first / per[e], e + last / per[e]
-        if (x_min is not None and xl < x_min) or (x_max is not None and xf > x_max):
-            continue
-        if (x_min is not None and xf < x_min) or (x_max is not None and xl > x_max):
-            parts.append(None)
-            cut.append((e, first, last))
-            continue
-        no = min_s is None
-        parts.append(
-            (
-                xf,
-                xl,
-                n,
-                min_v,
-                (e, 0 if no else min_s),
-                max_v,
-                (e, 0 if no else max_s),
-                last_v,
-                (e, last),
-                (e, first),
-            )
-        )
-    if cut:
-        points = [p for p in _point_parts(source.points(cut), x_of) if _inside(p[0], x_min, x_max)]
-        parts = _fill(parts, points, cut)
-    whole = cast("list[_Part]", parts)
-    total = sum(p[2] for p in whole)
+    if x_min is not None or x_max is not None:
+        blocks = _within(blocks, per, source, x_min, x_max)
+    total = sum(b[1] for b in blocks)
     if total <= max(max_points, 3):
         return build(
             source.rows(),
@@ -270,28 +239,26 @@ def build_from_blocks(
             x_max=x_max,
         )
     buckets = max(1, max_points // 3)
-    x0, span = whole[0][0], whole[-1][1] - whole[0][0]
+    first, last = blocks[0], blocks[-1]
+    x0 = first[0] + first[2] / per[first[0]]
+    span = last[0] + last[3] / per[last[0]] - x0
     edges = (
         [x0 + span * b / buckets for b in range(1, buckets)]
         if span > 0 and math.isfinite(span)
         else []
     )
-    right = bisect.bisect_right
-    split = {i for i, p in enumerate(whole) if right(edges, p[0]) != right(edges, p[1])}
-    if split:
-        spans = [(p[9][0], p[9][1], p[8][1]) for i, p in enumerate(whole) if i in split]
-        whole = cast(
-            "list[_Part]",
-            _fill(
-                [None if i in split else p for i, p in enumerate(whole)],
-                _point_parts(source.points(spans), x_of),
-                spans,
-            ),
-        )
-    return _picked(whole, edges, total, x_of)
+    # a point on an edge is in the bucket to its right, as in `downsample`
+    bucket = functools.partial(bisect.bisect_right, edges)
+    of = list(map(bucket, [b[0] + b[2] / per[b[0]] for b in blocks]))
+    ends = map(bucket, [b[0] + b[3] / per[b[0]] for b in blocks])
+    cut = [i for i, (a, z) in enumerate(zip(of, ends, strict=True)) if a != z]
+    if cut:
+        blocks = _split(blocks, cut, source, per, None, None)
+        of = list(map(bucket, [b[0] + b[2] / per[b[0]] for b in blocks]))
+    return _picked(blocks, of, per, total)
 
 
-def _block_divisors(blocks: Sequence[Any], known: int) -> dict[int, int]:
+def _block_divisors(blocks: Sequence[_Block], known: int) -> dict[int, int]:
     """`_divisors` from block summaries: each epoch's largest step is its blocks' last."""
     out: dict[int, int] = {}
     for b in blocks:
@@ -299,69 +266,88 @@ def _block_divisors(blocks: Sequence[Any], known: int) -> dict[int, int]:
     return out
 
 
-def _inside(x: float, x_min: float | None, x_max: float | None) -> bool:
-    return (x_min is None or x >= x_min) and (x_max is None or x <= x_max)
-
-
-def _point_parts(rows: Sequence[Any], x_of: Any) -> list[_Part]:
-    out: list[_Part] = []
-    for e, s, v in rows:
-        pos = (e, s)
-        x = x_of(pos)
-        v = None if v is None or v != v else v
-        out.append((x, x, 1, v, pos, v, pos, v, pos, pos))
-    return out
-
-
-def _fill(
-    parts: list[_Part | None], points: list[_Part], spans: Sequence[tuple[int, int, int]]
-) -> list[_Part | None]:
-    """`parts` with each None (a cut block) replaced by the points of its span, in order."""
-    it = iter(points)
-    pending = next(it, None)
-    out: list[_Part | None] = []
-    k = 0
-    for p in parts:
-        if p is not None:
-            out.append(p)
+def _within(
+    blocks: list[_Block],
+    per: dict[int, int],
+    source: BlockSource,
+    x_min: float | None,
+    x_max: float | None,
+) -> list[_Block]:
+    """The blocks inside [x_min, x_max], those its ends cut replaced by their points inside."""
+    lo = -math.inf if x_min is None else x_min
+    hi = math.inf if x_max is None else x_max
+    kept: list[_Block] = []
+    cut: list[int] = []
+    for b in blocks:
+        xf, xl = b[0] + b[2] / per[b[0]], b[0] + b[3] / per[b[0]]
+        if xl < lo or xf > hi:
             continue
-        e, lo, hi = spans[k]
-        k += 1
-        while pending is not None and pending[4][0] == e and lo <= pending[4][1] <= hi:
-            out.append(pending)
-            pending = next(it, None)
+        if xf < lo or xl > hi:
+            cut.append(len(kept))
+        kept.append(b)
+    return _split(kept, cut, source, per, lo, hi) if cut else kept
+
+
+def _split(
+    blocks: list[_Block],
+    cut: list[int],
+    source: BlockSource,
+    per: dict[int, int],
+    lo: float | None,
+    hi: float | None,
+) -> list[_Block]:
+    """`blocks` with those at the indices `cut` replaced by their points (blocks of one), only
+    those with x in [lo, hi] when given: one query for all of them."""
+    spans = [(blocks[i][0], blocks[i][2], blocks[i][3]) for i in cut]
+    points = iter(source.points(spans))
+    point = next(points, None)
+    out: list[_Block] = []
+    start = 0
+    for i, (e, first, last) in zip(cut, spans, strict=True):
+        out += blocks[start:i]
+        start = i + 1
+        while point is not None and point[0] == e and first <= point[1] <= last:
+            s, v = point[1], point[2]
+            point = next(points, None)
+            if lo is not None and hi is not None and not lo <= e + s / per[e] <= hi:
+                continue
+            v = None if v is None or v != v else v
+            out.append((e, 1, s, s, v, v, s, v, s))
+    out += blocks[start:]
     return out
 
 
-def _picked(parts: list[_Part], edges: list[float], total: int, x_of: Any) -> Series:
-    """Each bucket's minimum, maximum and last point, in order, from parts none of which
-    straddles an edge (a point on an edge is in the bucket to its right, as in `downsample`)."""
-    keep: dict[_Pos, float | None] = {}
-    right = bisect.bisect_right
-    of = [right(edges, p[0]) for p in parts]
-    i, n = 0, len(parts)
+def _picked(blocks: list[_Block], of: list[int], per: dict[int, int], total: int) -> Series:
+    """Each bucket's minimum, maximum and last point, in order, from blocks none of which
+    straddles an edge (`of`: each block's bucket)."""
+    keep: dict[tuple[int, int], float | None] = {}
+    i, n = 0, len(blocks)
     while i < n:
         b = of[i]
         lo_v = hi_v = None
         lo_p = hi_p = (0, 0)
         while i < n and of[i] == b:
-            p = parts[i]
-            if p[3] is not None and (lo_v is None or p[3] < lo_v):
-                lo_v, lo_p = p[3], p[4]
-            if p[5] is not None and (hi_v is None or p[5] > hi_v):
-                hi_v, hi_p = p[5], p[6]
-            last = p
+            r = blocks[i]
             i += 1
-        picks = {last[8]: last[7]}
+            v = r[5]
+            if v is None:
+                continue
+            if lo_v is None or v < lo_v:
+                lo_v, lo_p = v, (r[0], r[6])
+            v = r[7]
+            if hi_v is None or v > hi_v:  # type: ignore[operator]
+                hi_v, hi_p = v, (r[0], r[8])
+        last = blocks[i - 1]
+        picks = {(last[0], last[3]): last[4]}
         if lo_v is not None:
             picks[lo_p] = lo_v
             picks[hi_p] = hi_v
         for pos in sorted(picks):
             keep[pos] = picks[pos]
     return Series(
-        [x_of(pos) for pos in keep],
-        [pos[0] for pos in keep],
-        [pos[1] for pos in keep],
+        [e + s / per[e] for e, s in keep],
+        [e for e, _ in keep],
+        [s for _, s in keep],
         list(keep.values()),
         total,
     )
