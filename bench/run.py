@@ -148,7 +148,9 @@ def add_results(results: dict[str, Any], path: Path) -> None:
     run = {k: results[k] for k in ("started_at", "finished_at", "command", "size", "machine")}
     run["loadavg"] = {"start": results["loadavg_start"], "end": results["loadavg_end"]}
     run["benchmarks"] = sorted(results["benchmarks"])
-    data.setdefault("added", []).append(run)
+    # an earlier addition of the same benchmarks is replaced, not kept beside this one
+    kept = [a for a in data.get("added", []) if not set(a["benchmarks"]) <= set(run["benchmarks"])]
+    data["added"] = [*kept, run]
     text = json.dumps(data, indent=1) + "\n"
     path.write_text(text)
     if is_latest:
