@@ -104,10 +104,15 @@ class Store:
     # -- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction; with `snapshot`, every statement in it sees the same data on
+        PostgreSQL too (REPEATABLE READ; SQLite's transactions always do)."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self.engine.connect() as conn:
+                if snapshot and conn.dialect.name == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
         except DBAPIError as e:
             if isinstance(e, IntegrityError):
                 raise
@@ -671,12 +676,13 @@ class Store:
     ) -> tuple[RunRecord, dict[str, T]]:
         """As `metric_series(batches=True)`, but each key's series is what `read` makes of it
         from a `BatchSource` (block summaries, points of a few spans, or all points), read in
-        one transaction: a chart of a million points never needs them all.
+        one snapshot (blocks and points agree while a run writes): a chart of a million
+        points never needs them all.
 
         Raises:
             MetricNotFound: one of `keys` is not recorded by the run at batch level.
         """
-        with self._read() as conn:
+        with self._read(snapshot=True) as conn:
             now = utcnow()
             run = queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
             if not keys or not queries.has_batch_metrics(conn, run.id, keys):
