@@ -27,6 +27,7 @@ TABLES = {
     "tags",
     "metrics",
     "metric_summaries",
+    "batch_blocks",
     "checkpoints",
     "database_identity",
     "run_destinations",
@@ -123,6 +124,7 @@ def _assert_legacy_data_usable(store):
         ("old-best", 1, 0.3),
         ("old-nan", 1, 0.8),
     ]
+    _assert_batch_blocks_backfilled(store, runs["old-best"].id)
     loss = [p.value for p in store.metric_history(runs["old-nan"].id, ["loss"])]
     assert loss[0] == 1.2 and math.isnan(loss[1])
     assert store.metric_history(runs["old-nan"].id, ["val_loss"])[0].value == math.inf
@@ -132,6 +134,36 @@ def _assert_legacy_data_usable(store):
     # and the upgraded store keeps working for new runs
     seed_run(store, {"val_loss": [0.1]}, name="new-run")
     assert store.best_runs("val_loss")[0].run.name == "new-run"
+
+
+def _assert_batch_blocks_backfilled(store, run_id):
+    """The upgrade summarised the batch points already stored: a chart drawn from the blocks
+    equals one drawn from every point."""
+    from tests.data.make_schema_db import BATCHES
+    from tracker.ui import series as ser
+
+    rows = store.metric_series(run_id, ["loss"], batches=True)[1]["loss"]
+    assert [(e, s, v) for e, s, v in rows] == BATCHES
+    with store.engine.connect() as conn:
+        blocks = conn.exec_driver_sql("SELECT epoch, block, count FROM batch_blocks").all()
+    assert sorted(blocks) == [(e, b, 64 if b < 2 else 22) for e in range(2) for b in range(3)]
+    for max_points, x_min, x_max in [(12, None, None), (30, 0.3, 1.9), (3, None, None)]:
+        _, got = store.batch_series(
+            run_id,
+            ["loss"],
+            lambda run, src, n=max_points, lo=x_min, hi=x_max: ser.build_from_blocks(
+                src, steps_per_epoch=None, max_points=n, x_min=lo, x_max=hi
+            ),
+        )
+        want = ser.build(
+            rows,
+            batches=True,
+            steps_per_epoch=None,
+            max_points=max_points,
+            x_min=x_min,
+            x_max=x_max,
+        )
+        assert got["loss"] == want and want.total > len(want.x)
 
 
 @pytest.mark.parametrize("rev", OLD_REVISIONS)

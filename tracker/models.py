@@ -99,6 +99,23 @@ class MetricSummary(Base):
     max_epoch: Mapped[int | None]
 
 
+class BatchBlock(Base):
+    __table__ = tables.batch_blocks
+
+    run_id: Mapped[str]
+    key: Mapped[str]
+    epoch: Mapped[int]
+    block: Mapped[int]
+    count: Mapped[int]
+    first_step: Mapped[int]
+    last_step: Mapped[int]
+    last_value: Mapped[float | None]  # None: NaN
+    min_value: Mapped[float | None]
+    min_step: Mapped[int | None]
+    max_value: Mapped[float | None]
+    max_step: Mapped[int | None]
+
+
 class Checkpoint(Base):
     __table__ = tables.checkpoints
 

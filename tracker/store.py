@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -39,6 +39,7 @@ from tracker.records import (
     SummaryRecord,
 )
 from tracker.tables import (
+    batch_blocks,
     checkpoints,
     metric_summaries,
     metrics,
@@ -49,6 +50,8 @@ from tracker.tables import (
 )
 from tracker.values import plain
 from tracker.writes import utcnow
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -109,10 +112,15 @@ class Store:
     # -- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction; with `snapshot`, every statement in it sees the same data on
+        PostgreSQL too (REPEATABLE READ; SQLite's transactions always do)."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self.engine.connect() as conn:
+                if snapshot and conn.dialect.name == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
         except DBAPIError as e:
             if isinstance(e, IntegrityError):
                 raise
@@ -506,6 +514,7 @@ class Store:
             with self._write() as conn:
                 for table in (
                     metrics,
+                    batch_blocks,
                     metric_summaries,
                     checkpoints,
                     params,
@@ -736,6 +745,36 @@ class Store:
                 for k in (keys or known)
             }
             return run, rows
+
+    def batch_series(
+        self,
+        ref: str,
+        keys: Sequence[str] | None,
+        read: Callable[[RunRecord, queries.BatchSource], T],
+        *,
+        after_epoch: int | None = None,
+        epochs: tuple[int, int] | None = None,
+    ) -> tuple[RunRecord, dict[str, T]]:
+        """As `metric_series(batches=True)`, but each key's series is what `read` makes of it
+        from a `BatchSource` (block summaries, points of a few spans, or all points), read in
+        one snapshot (blocks and points agree while a run writes): a chart of a million
+        points never needs them all.
+
+        Raises:
+            MetricNotFound: one of `keys` is not recorded by the run at batch level.
+        """
+        with self._read(snapshot=True) as conn:
+            now = utcnow()
+            run = queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
+            if not keys or not queries.has_batch_metrics(conn, run.id, keys):
+                known = queries.batch_metric_keys(conn, run.id)
+                if keys:
+                    queries.require_metrics(keys, known, f"at batch level in run {run.short_id}")
+                keys = known
+            return run, {
+                k: read(run, queries.BatchSource(conn, run.id, k, after_epoch, epochs))
+                for k in keys
+            }
 
 
 @dataclass(frozen=True)
