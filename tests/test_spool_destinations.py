@@ -337,15 +337,16 @@ def test_sync_all_reaches_a_database_named_by_a_service_file(tmp_path, pg_url, m
 
 
 def test_a_spool_of_the_previous_schema_syncs_into_the_given_database(db_url, tmp_path):
-    from tests.data.make_schema_db import RUNS, populate
+    from tests.data.make_schema_db import BATCHES, HISTORY, RUNS, populate
 
     spool = tmp_path / "old-spool.db"
     populate(f"sqlite:///{spool}", "0002")  # written by the tracker before destinations
+    points = sum(len(v) for keys in HISTORY.values() for v in keys.values()) + len(BATCHES)
     result = run(db_url, "sync", str(spool))
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"synced {spool} into {mask_url(resolve_url(db_url))}: 2 new runs, 0 runs completed, "
-        "10 metric points, 1 checkpoints added"
+        f"synced {spool} into {mask_url(resolve_url(db_url))}: {len(RUNS)} new runs, "
+        f"0 runs completed, {points} metric points, 1 checkpoints added"
     ]
     assert _run_ids(db_url) == {r[0] for r in RUNS}
     with open_store(db_url) as s:
