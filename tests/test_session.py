@@ -205,6 +205,7 @@ def test_keeper_does_not_warn_for_epochs_without_validation(store, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per run
         keeper.after_epoch(model, 3, {"loss": 0.9, "val_acc": 0.8})
+    recorder.wait()  # its checkpoint records land before the store goes
 
 
 def test_keeper_min_delta(store, tmp_path):
@@ -215,6 +216,7 @@ def test_keeper_min_delta(store, tmp_path):
         model.weights = [float(epoch)]
         keeper.after_epoch(model, epoch, {"loss": loss})
     keeper.flush(model)
+    recorder.wait()  # checkpoint records are applied by the writer thread
     cks = store.checkpoints(session.run_id)
     assert cks[-1].epoch == 3 and cks[-1].value == 0.9
     assert keeper.best_path.read_text() == repr([3.0])

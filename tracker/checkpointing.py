@@ -213,7 +213,7 @@ class CheckpointKeeper:
             size, sha = file_digest(path)
         except OSError:
             return
-        self._recorder.call(
+        self._recorder.submit(  # with the epoch's writes: applied in order, off training
             Store.add_checkpoint,
             self.run_id,
             path=str(path),

@@ -169,7 +169,10 @@ class RunSession:
                 values.setdefault(key, lr)
             if self.epoch == epoch and self._epoch_started:
                 values["epoch_time_s"] = time.perf_counter() - self._epoch_started
-            self.recorder.call(
+            # Backpressure: the previous epoch's writes are applied before this one's are handed
+            # to the writer thread, so that at most one epoch is ever in flight (recorder.py).
+            self.recorder.wait()
+            self.recorder.submit(
                 Store.log_epoch,
                 self.run_id,
                 epoch,
