@@ -46,6 +46,9 @@ class Size:
     mlflow_process_reps: int = 5  # each MLflow process takes seconds just to import
     mlflow_query_runs: int = 5000
     growth_runs: tuple[int, ...] = (500, 5000, 50000)
+    # 6. a database on another machine: PostgreSQL behind a proxy adding this much each way
+    latency_delays_ms: tuple[float, ...] = (0.0, 1.0, 5.0)
+    latency_reps: int = 7
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +75,7 @@ SIZES = {
         mlflow_process_reps=1,
         mlflow_query_runs=20,
         growth_runs=(10, 30),
+        latency_reps=1,
     ),
 }
 

@@ -175,9 +175,10 @@ def test_resume_rewinds_and_continues_the_best(store, tmp_path):
 
 
 def test_start_moved_by_backup_and_restore_is_recorded(store, tmp_path):
-    session, *_ = _session(store, tmp_path)
+    session, recorder, *_ = _session(store, tmp_path)
     session.start({"experiment": "bar", "fit_params": {"initial_epoch": 0, "batch_size": 8}})
     session.epoch_begin(2, {})
+    recorder.wait()  # handed to the writer thread with the run's creation
     assert store.get_run(session.run_id).fit_params == {"initial_epoch": 2, "batch_size": 8}
 
 

@@ -9,17 +9,20 @@ replaying the run's creation first. `tracker sync` later moves spooled runs into
 idempotently.
 
 Off the training thread: a database on another machine costs every write a few network round
-trips, which training must not pay at each epoch. So the writes of an epoch (its metrics, its
-batches, its checkpoints) and the heartbeat are handed to one writer thread per recorder
-(`submit`), which applies them in order, with the same retries and spool as above; a failure there
-is a warning, never an exception in training. The rule that bounds what can be lost: **at most one
-epoch's writes are in flight.** When an epoch ends, the training thread first waits for the
-previous epoch's writes to be applied (`wait`: backpressure), then hands over its own and goes on,
-so a `kill -9` loses at most the epoch being written. What a caller must see applied before it goes
-on (the run's creation or resumption, facts it reads back, the run's end) is written with `call`,
-which first waits for everything handed over before it: `finish` therefore returns with the whole
-run in the store (or the spool), and so do the paths that end a run on an exception, a signal or
-`atexit`. A forked child neither sees nor repeats the writes its parent had in flight.
+trips, which training must not pay at each epoch. So the run's creation (with the facts learned
+before its first epoch ends), the writes of each epoch (its metrics, its batches, its checkpoints)
+and the heartbeat are handed to one writer thread per recorder (`submit`), which applies them in
+order, with the same retries and spool as above; a failure there is a warning, never an exception
+in training. The rule that bounds what can be lost: **at most one epoch's writes are in flight.**
+When an epoch ends, the training thread first waits for what it handed over before (the previous
+epoch's writes, or the run's creation at the end of the first epoch) to be applied (`wait`:
+backpressure), then hands over this epoch's and goes on; so a `kill -9` loses at most the epoch
+being written (during the first epoch: the run's creation, if the process dies within the few
+round trips it takes). What a caller must see applied before it goes on (a resumed run, facts it
+reads back, the run's end) is written with `call`, which first waits for everything handed over
+before it: `finish` therefore returns with the whole run in the store (or the spool), and so do
+the paths that end a run on an exception, a signal or `atexit`. A forked child neither sees nor
+repeats the writes its parent had in flight.
 
 The heartbeat thread lives here too; it also watches that `fit` is still running, because Keras
 calls no hook when `fit` dies of an exception it did not route through the callbacks.
