@@ -17,6 +17,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import percentile
 from fit_overhead import overheads
 from harness import BENCH, Context, run_json
 from latency_proxy import LatencyProxy
@@ -42,7 +43,7 @@ def holdups(fits: list[dict[str, Any]], base: float, names: tuple[str, ...]) -> 
     end = [sum(f["hooks"].get(end_hook, [])) for f in fits]
     return {
         "epoch_end_median_s": statistics.median(epoch_ends),
-        "epoch_end_p95_s": sorted(epoch_ends)[int(0.95 * (len(epoch_ends) - 1))],
+        "epoch_end_p95_s": percentile(epoch_ends, 95),
         "epoch_end_max_s": max(epoch_ends),
         "epoch_ends": len(epoch_ends),
         "in_hooks_s": statistics.median(spent),
@@ -93,6 +94,7 @@ def _one_delay(ctx: Context, port: int, delay_ms: float, shape: dict[str, int]) 
         out["mlflow"] = overheads(ml["times"])
         ml_base = out["mlflow"]["none"]["seconds"]["median"]
         out["mlflow"]["mlflow_callback_epoch"].update(holdups(ml["fits"], ml_base, MLFLOW_HOOKS))
+        out["mlflow"]["first_fit"] = holdups([ml["first_fit"]], ml_base, MLFLOW_HOOKS)
         out["mlflow"]["callback"] = ml["callback"]
         out["mlflow"]["loadavg"] = ml["loadavg"]
     return out

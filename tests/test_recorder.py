@@ -196,3 +196,47 @@ def test_the_database_going_away_with_a_write_in_flight_spools_everything_in_ord
         run = target.get_run(run_id)
     assert (run.status, run.epochs_done) == ("finished", len(losses))
     assert _epochs(db_url, run_id) == list(enumerate(losses))
+
+
+FORK_IN_FLIGHT = textwrap.dedent(
+    """
+    import os, sys, uuid
+    from tracker import Store
+    from tracker.recorder import RunRecorder
+
+    recorder = RunRecorder(sys.argv[1])
+    parent = uuid.uuid4().hex
+    recorder.call(Store.create_run, run_id=parent, experiment="parent")
+    for e in range(40):  # handed over without waiting: many are in flight at the fork
+        recorder.submit(Store.log_epoch, parent, e, {"loss": float(e)})
+    pid = os.fork()
+    if pid == 0:
+        # The child's recorder is usable (no lock the parent's writer held) and repeats none of
+        # the parent's writes.
+        child = uuid.uuid4().hex
+        recorder.call(Store.create_run, run_id=child, experiment="child")
+        recorder.submit(Store.log_epoch, child, 0, {"loss": 7.0})
+        recorder.call(Store.finish_run, child, status="finished", stop_reason="completed")
+        os._exit(0 if recorder.pending == 0 else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    recorder.call(Store.finish_run, parent, status="finished", stop_reason="completed")
+    print("OK", parent)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+def test_a_fork_with_writes_in_flight_neither_blocks_nor_repeats_them(db_url):
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_IN_FLIGHT, db_url], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    parent = proc.stdout.split()[-1]
+    with open_store(db_url) as s:
+        ranked = {r.run.experiment: r.run for r in s.list_runs()}
+        assert [p.value for p in s.metric_history(parent, ["loss"])] == [
+            float(e) for e in range(40)
+        ]
+        assert [p.value for p in s.metric_history(ranked["child"].id, ["loss"])] == [7.0]
+    assert ranked["parent"].epochs_done == 40 and ranked["child"].status == "finished"

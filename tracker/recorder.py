@@ -413,7 +413,10 @@ _LIVE: weakref.WeakSet[RunRecorder] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for recorder in list(_LIVE):
-        recorder._locks()  # the parent's writes in flight stay the parent's
+        recorder._locks()
+        recorder._pending.clear()  # the parent's writes, in flight or kept: the parent's
+        if recorder._shared:
+            recorder._store = None  # its connections are the parent's: `shared_store` again
 
 
 def _wait_all() -> None:
