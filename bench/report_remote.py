@@ -104,6 +104,8 @@ def section(r: dict[str, Any]) -> Lines:
         out += [
             "",
             f"From `bench/results/{source['file']}` (commit `{(source['commit'] or '?')[:10]}`, "
-            f"{source['started_at']}, load {source['load']}).",
+            f"{source['started_at']}, load {source['load']}). Other runs of this benchmark are "
+            "kept in `bench/results/`. The load column says how busy the machine was: on 2 "
+            "cores, a load above 2 means work waited for a core, and the fits' times with it.",
         ]
     return out + [""]
