@@ -228,12 +228,22 @@ class RunRecorder:
         epoch)."""
         with self._handoff:
             self._inbox.append((op, args, kwargs))
-            if self._writer is None:
+            if self._writer is not None:
+                self._handoff.notify_all()
+                return
+            try:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="tracker-writer", daemon=True
                 )
                 self._writer.start()
-            self._handoff.notify_all()
+                return
+            except RuntimeError:  # no new thread at interpreter shutdown: write it here
+                self._writer = None
+                entries = list(self._inbox)
+                self._inbox.clear()
+        with self._lock:
+            for entry in entries:
+                self._apply(entry)
 
     def wait(self) -> None:
         """Return once every write handed over has been applied (or kept, when the database
