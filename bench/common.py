@@ -55,6 +55,9 @@ class Size:
     ui_chart_runs: int = 10
     ui_chart_epochs: int = 10_000
     mlflow_ui_runs: int = 50_000
+    # 6. a database on another machine: PostgreSQL behind a proxy adding this much each way
+    latency_delays_ms: tuple[float, ...] = (0.0, 1.0, 5.0)
+    latency_reps: int = 7
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +92,7 @@ SIZES = {
         ui_chart_runs=3,
         ui_chart_epochs=300,
         mlflow_ui_runs=300,
+        latency_reps=1,
     ),
 }
 

@@ -129,8 +129,10 @@ class Context:
     log: Any = print
     shared: dict[str, Any] = field(default_factory=dict)  # databases one benchmark leaves another
 
-    def backends(self, pg: bool = True) -> list[str]:
-        return ["sqlite", "postgresql"] if pg and self.postgres else ["sqlite"]
+    def backends(self, which: str = "both") -> list[str]:
+        """The backends a benchmark made for `which` ("sqlite", "both", "postgresql") runs on."""
+        pg = ["postgresql"] if self.postgres else []
+        return {"sqlite": ["sqlite"], "both": ["sqlite", *pg], "postgresql": pg}[which]
 
     def new_db(self, backend: str, name: str) -> str:
         """A URL of an empty database (no schema) for `backend`."""

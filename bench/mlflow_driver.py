@@ -83,6 +83,62 @@ def fit(a: argparse.Namespace) -> dict[str, Any]:
     return {"times": times, "callback": "mlflow.keras.MlflowCallback"}
 
 
+def fit_latency(a: argparse.Namespace) -> dict[str, Any]:
+    """`model.fit` with MlflowCallback per epoch against a store behind the latency proxy, the
+    seconds of every call of its hooks, of `start_run` and of ending the run kept per fit."""
+    import fitmodel
+
+    mlflow.set_tracking_uri(a.uri)
+    mlflow.set_experiment(EXPERIMENT)
+    data = fitmodel.make_data(a.samples)
+    model = fitmodel.make_model()
+    fits: list[dict[str, Any]] = []
+
+    class Timed(mlflow.keras.MlflowCallback):
+        samples: dict[str, list[float]]
+
+    def timed(name: str) -> Any:
+        inner = getattr(mlflow.keras.MlflowCallback, name)
+
+        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(self, *args, **kwargs)
+            finally:
+                self.samples.setdefault(name, []).append(time.perf_counter() - t0)
+
+        return hook
+
+    for name in ("on_train_begin", "on_epoch_end", "on_batch_end", "on_test_end"):
+        setattr(Timed, name, timed(name))
+
+    def tracked() -> float:
+        cb = Timed()
+        cb.samples = {}
+        t0 = time.perf_counter()
+        run = mlflow.start_run()
+        cb.samples["start_run"] = [time.perf_counter() - t0]
+        fitmodel.fit_once(model, data, a.batch, a.epochs, [cb])
+        t1 = time.perf_counter()
+        mlflow.end_run()  # flushes the metrics the callback queued
+        cb.samples["end_run"] = [time.perf_counter() - t1]
+        seconds = time.perf_counter() - t0
+        fits.append({"seconds": seconds, "hooks": cb.samples, "run_id": run.info.run_id})
+        return seconds
+
+    variants = {
+        "none": lambda: fitmodel.fit_once(model, data, a.batch, a.epochs, []),
+        "mlflow_callback_epoch": tracked,
+    }
+    times = fitmodel.alternate(variants, a.reps)
+    return {
+        "times": times,
+        "first_fit": fits[0],
+        "fits": fits[1:],
+        "callback": "mlflow.keras.MlflowCallback",
+    }
+
+
 def ingest(a: argparse.Namespace) -> dict[str, Any]:
     """Whole runs through `MlflowClient`: create_run, one log_batch, set_terminated."""
     client = MlflowClient(a.uri)
@@ -235,7 +291,7 @@ def versions(a: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    commands = ["epoch_write", "fit", "ingest", "queries", "ui_store", "versions"]
+    commands = ["epoch_write", "fit", "fit_latency", "ingest", "queries", "ui_store", "versions"]
     p.add_argument("command", choices=commands)
     p.add_argument("--uri", default="")
     p.add_argument("--epochs", type=int, default=100)

@@ -1,6 +1,9 @@
 """Write bench/RESULTS.md from a results file (default bench/results/latest.json).
 
-    .venv/bin/python bench/report.py [RESULTS.json] [-o bench/RESULTS.md]
+    .venv/bin/python bench/report.py [RESULTS.json [MORE.json ...]] [-o bench/RESULTS.md]
+
+Benchmarks the first file lacks are taken from the others (a run of `--only remote_db`, say),
+each section naming the run it comes from.
 
 "tracker ÷ MLflow" is the ratio of the figure in the row (for a time, below 1 means tracker is
 faster); "speed-up" says how many times faster tracker is.
@@ -307,6 +310,7 @@ def targets(r: dict[str, Any]) -> Lines:
         *_targets_queries(b),
         *_targets_growth(b),
         *_targets_ui(b),
+        *report_remote.targets(b),
         "",
     ]
 
@@ -641,18 +645,58 @@ def added(r: dict[str, Any]) -> Lines:
 
 def render(r: dict[str, Any]) -> str:
     parts = (header, added, targets, epoch_write, fit_overhead, ingest, queries, growth, web_ui)
+    parts += (report_remote.section,)
     return "\n".join(line for part in parts for line in part(r)).rstrip() + "\n"
+
+
+def merge(main: dict[str, Any], other: dict[str, Any]) -> None:
+    """Take the benchmarks `main` lacks from `other` (a run of only some of them), each noted
+    with the run it comes from."""
+    for name, result in other["benchmarks"].items():
+        if name in main["benchmarks"]:
+            continue
+        main["benchmarks"][name] = result
+        main.setdefault("sources", {})[name] = {
+            "file": other.get("file"),
+            "commit": get(other, "machine", "git_commit"),
+            "started_at": other.get("started_at"),
+            "load": f"{(other.get('loadavg_start') or ['?'])[0]} → "
+            f"{(other.get('loadavg_end') or ['?'])[0]}",
+        }
+
+
+HAND_WRITTEN = "<!-- Written by hand from here on: bench/report.py keeps it as it is. -->"
+
+
+def kept_by_hand(output: Path) -> str:
+    """The sections of `output` that no results file holds (e.g. `bench/artifacts.py`'s,
+    measured by hand), so regenerating the report does not drop them."""
+    text = output.read_text() if output.exists() else ""
+    at = text.find(HAND_WRITTEN)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("results", nargs="?", type=Path, default=BENCH / "results" / "latest.json")
+    p.add_argument(
+        "results",
+        nargs="*",
+        type=Path,
+        default=[BENCH / "results" / "latest.json"],
+        help="results files; benchmarks missing from the first are taken from the others",
+    )
     p.add_argument("-o", "--output", type=Path, default=BENCH / "RESULTS.md")
     a = p.parse_args(argv)
-    a.output.write_text(render(json.loads(a.results.read_text())))
+    first, *others = [json.loads(path.read_text()) for path in a.results]
+    for other in others:
+        merge(first, other)
+    a.output.write_text(render(first) + kept_by_hand(a.output))
     print(f"wrote {a.output}")
     return 0
 
+
+# Last: it imports the helpers above.
+import report_remote  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -58,3 +58,29 @@ def test_benchmarks_run_on_postgresql(tmp_path, pg_server):
     for name in ("epoch_write", "ingest", "queries"):
         assert set(results["benchmarks"][name]) == {"sqlite", "postgresql"}
     assert results["machine"]["postgresql"]
+
+
+def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server):
+    skipped = run_bench(tmp_path / "sqlite", "--only", "remote_db")
+    assert skipped["benchmarks"] == {}  # PostgreSQL only: nothing without --postgres
+
+    results = run_bench(tmp_path, "--postgres", "--only", "remote_db")
+    (only,) = results["benchmarks"]["remote_db"].values()
+    size = results["size"]
+    assert [float(d) for d in only["delays"]] == size["latency_delays_ms"]
+    for d in only["delays"].values():
+        tracked = d["tracker"]["tracker_epoch"]
+        # every epoch of every timed fit was seen ending, and the run was never spooled
+        assert tracked["epoch_ends"] == size["latency_reps"] * size["fit_epochs"]
+        assert tracked["train_end_s"] > 0 and d["tracker"]["none"]["seconds"]["n"] >= 1
+    out = tmp_path / "RESULTS.md"
+    report = subprocess.run(
+        [sys.executable, "bench/report.py", str(tmp_path / "results" / "latest.json")]
+        + ["-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "## 6. A database on another machine" in out.read_text()

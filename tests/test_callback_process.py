@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import time
 import pytest
 
 from tracker import open_store
+
+from .latency import behind_proxy
 
 pytestmark = [pytest.mark.keras, pytest.mark.slow]
 
@@ -168,3 +171,72 @@ def test_after_an_unseen_failure_sigterm_still_ends_the_process(db_url, request)
     assert proc.returncode == -signal.SIGTERM  # as without the tracker
     run, _ = _only_run(db_url)
     assert run.status == "failed" and run.stop_details["error"]["type"] == "ValueError"
+
+
+# -- kill -9 with the epoch writes off the training thread ----------------------------------------
+
+REPORTING = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, sys.argv[2])
+    import keras
+    from tests.keras_helpers import fit, model
+    from tracker import TrackingCallback
+
+    class Report(keras.callbacks.Callback):
+        # At the start of epoch N every callback's end of epoch N - 1 has returned, the
+        # tracker's included: Keras's History up to there is what the process has finished.
+        def on_epoch_begin(self, epoch, logs=None):
+            tmp = sys.argv[3] + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.model.history.history, f)
+            os.replace(tmp, sys.argv[3])
+
+    cb = TrackingCallback(db=sys.argv[1], heartbeat_interval=0.5, log_every_n_batches=2)
+    fit(model(), [Report(), cb], epochs=10_000)
+    """
+)
+
+
+def test_kill_9_loses_at_most_the_epoch_being_written(db_url, request, tmp_path):
+    """Through a slow link (PostgreSQL behind a 20 ms proxy) an epoch's write outlasts an epoch
+    of the tiny model, so the kill usually lands with a write in flight; whatever the timing,
+    the database holds every reported epoch but the last, exactly as Keras's History has it."""
+    report = tmp_path / "history.json"
+    with behind_proxy(db_url, 0.020) as (url, _):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", REPORTING, url, str(request.config.rootpath), str(report)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            history: dict = {}
+            while len(history.get("loss", [])) < 6:
+                assert proc.poll() is None, proc.communicate()[1][-2000:]
+                assert time.monotonic() < deadline, "no progress report"
+                if report.exists():
+                    history = json.loads(report.read_text())
+                time.sleep(0.02)
+            proc.kill()
+            proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        history = json.loads(report.read_text())  # the last report written before the kill
+    finished = len(history["loss"])
+    with open_store(db_url) as s:
+        (ranked,) = s.list_runs()
+        run_id = ranked.run.id
+        stored = {k: s.metric_history(run_id, [k]) for k in ("loss", "val_loss", "accuracy")}
+        batches = s.metric_history(run_id, ["loss"], batches=True)
+    epochs = [p.epoch for p in stored["loss"]]
+    assert epochs == list(range(len(epochs)))  # in order, no gap
+    assert len(epochs) >= finished - 1  # at most the epoch being written is lost
+    common = min(len(epochs), finished)
+    for key, points in stored.items():
+        assert [p.epoch for p in points] == epochs
+        assert [p.value for p in points[:common]] == pytest.approx(history[key][:common])
+    # The batches of a stored epoch were stored with it.
+    assert {p.epoch for p in batches} >= set(epochs)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import uuid
+import warnings
 
 import pytest
 
 from tracker import Store, open_store
 from tracker.recorder import RunRecorder, shared_store
+from tracker.sync import sync
+
+from .latency import behind_proxy
 
 
 def _run(recorder: RunRecorder) -> str:
@@ -108,3 +113,130 @@ def test_a_forked_child_does_not_use_the_parents_engine(db_url):
         ranked = s.list_runs()
     assert sorted(r.run.experiment for r in ranked) == ["child", "parent", "parent-again"]
     assert all(r.run.status == "finished" for r in ranked)
+
+
+# -- the writer thread: epoch writes leave the training thread -----------------------------------
+
+
+def _epochs(url: str, run_id: str) -> list[tuple[int, float]]:
+    with open_store(url) as s:
+        return [(p.epoch, p.value) for p in s.metric_history(run_id, ["loss"])]
+
+
+def test_handed_writes_land_in_order_and_at_most_one_epoch_is_in_flight(db_url, tmp_path):
+    losses = [1.0 / (e + 1) for e in range(12)]
+    with behind_proxy(db_url, 0.005) as (url, _):
+        recorder = RunRecorder(url, spool_path=tmp_path / "spool.db")
+        run_id = uuid.uuid4().hex
+        recorder.call(Store.create_run, run_id=run_id, experiment="writer")
+        for e, loss in enumerate(losses):
+            recorder.wait()  # what the session does at every epoch end
+            # Backpressure: every epoch handed over before this one is in the database now.
+            assert _epochs(db_url, run_id) == list(enumerate(losses[:e]))
+            recorder.submit(Store.log_epoch, run_id, e, {"loss": loss})
+        recorder.call(Store.finish_run, run_id, status="finished", stop_reason="completed")
+        # The run's end is written after everything handed over before it, and waits for it.
+        assert _epochs(db_url, run_id) == list(enumerate(losses))
+        with open_store(db_url) as s:
+            run = s.get_run(run_id)
+        assert (run.status, run.epochs_done) == ("finished", len(losses))
+        assert recorder.pending == 0 and recorder.spooled_to is None
+        recorder.close()
+
+
+def test_a_failed_write_on_the_writer_warns_and_later_writes_still_land(db_url, tmp_path):
+    recorder = RunRecorder(db_url, spool_path=tmp_path / "spool.db")
+    run_id = uuid.uuid4().hex
+    recorder.call(Store.create_run, run_id=run_id, experiment="writer")
+    with pytest.warns(RuntimeWarning, match="dropped one write"):
+        recorder.submit(Store.log_epoch, "no-such-run", 0, {"loss": 1.0})
+        recorder.wait()
+    recorder.submit(Store.log_epoch, run_id, 0, {"loss": 0.5})
+    recorder.call(Store.finish_run, run_id, status="finished", stop_reason="completed")
+    assert _epochs(db_url, run_id) == [(0, 0.5)]
+    recorder.close()
+
+
+def test_the_database_going_away_with_a_write_in_flight_spools_everything_in_order(
+    db_url, tmp_path
+):
+    """PostgreSQL: the link to it goes down; SQLite: another process holds the write lock."""
+    spool = tmp_path / "spool.db"
+    losses = [1.0 / (e + 1) for e in range(8)]
+    with behind_proxy(db_url, 0.005) as (url, proxy):
+        store = open_store(url, busy_timeout=0.2)
+        holder = None
+        recorder = RunRecorder(url, store, spool_path=spool, retry_delays=(0.05, 0.1))
+        run_id = uuid.uuid4().hex
+        recorder.call(Store.create_run, run_id=run_id, experiment="away")
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            for e, loss in enumerate(losses):
+                recorder.wait()
+                recorder.submit(Store.log_epoch, run_id, e, {"loss": loss})
+                if e == 3:  # epoch 3 is in flight, or about to be
+                    if proxy is not None:
+                        proxy.stop()
+                    else:
+                        holder = sqlite3.connect(tmp_path / "tracker.db", isolation_level=None)
+                        holder.execute("BEGIN EXCLUSIVE")
+            recorder.call(Store.finish_run, run_id, status="finished", stop_reason="completed")
+        ours = [str(w.message) for w in record if str(w.message).startswith("tracker")]
+        assert len(ours) == 1 and str(spool) in ours[0], ours
+        assert recorder.spooled_to == spool and recorder.pending == 0
+        recorder.close()
+        store.close()
+        if holder is not None:
+            holder.execute("ROLLBACK")
+            holder.close()
+    before = _epochs(db_url, run_id)
+    assert before == list(enumerate(losses[: len(before)])) and len(before) <= 4
+    with open_store(db_url) as target:
+        sync(spool, target)
+        run = target.get_run(run_id)
+    assert (run.status, run.epochs_done) == ("finished", len(losses))
+    assert _epochs(db_url, run_id) == list(enumerate(losses))
+
+
+FORK_IN_FLIGHT = textwrap.dedent(
+    """
+    import os, sys, uuid
+    from tracker import Store
+    from tracker.recorder import RunRecorder
+
+    recorder = RunRecorder(sys.argv[1])
+    parent = uuid.uuid4().hex
+    recorder.call(Store.create_run, run_id=parent, experiment="parent")
+    for e in range(40):  # handed over without waiting: many are in flight at the fork
+        recorder.submit(Store.log_epoch, parent, e, {"loss": float(e)})
+    pid = os.fork()
+    if pid == 0:
+        # The child's recorder is usable (no lock the parent's writer held) and repeats none of
+        # the parent's writes.
+        child = uuid.uuid4().hex
+        recorder.call(Store.create_run, run_id=child, experiment="child")
+        recorder.submit(Store.log_epoch, child, 0, {"loss": 7.0})
+        recorder.call(Store.finish_run, child, status="finished", stop_reason="completed")
+        os._exit(0 if recorder.pending == 0 else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    recorder.call(Store.finish_run, parent, status="finished", stop_reason="completed")
+    print("OK", parent)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+def test_a_fork_with_writes_in_flight_neither_blocks_nor_repeats_them(db_url):
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_IN_FLIGHT, db_url], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    parent = proc.stdout.split()[-1]
+    with open_store(db_url) as s:
+        ranked = {r.run.experiment: r.run for r in s.list_runs()}
+        assert [p.value for p in s.metric_history(parent, ["loss"])] == [
+            float(e) for e in range(40)
+        ]
+        assert [p.value for p in s.metric_history(ranked["child"].id, ["loss"])] == [7.0]
+    assert ranked["parent"].epochs_done == 40 and ranked["child"].status == "finished"

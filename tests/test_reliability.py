@@ -17,6 +17,7 @@ from tracker.sync import sync
 
 from .conftest import IN_CI
 from .keras_helpers import fit, model
+from .latency import behind_proxy
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
 from tracker import TrackingCallback  # noqa: E402
@@ -194,3 +195,47 @@ def test_any_metric_name_and_value_round_trips(store, history):
         finite = [v for v in expected if math.isfinite(v)]
         assert summary.min_value == (min(finite) if finite else None)
         assert summary.max_value == (max(finite) if finite else None)
+
+
+class BatchCounter(keras.callbacks.Callback):
+    """The (epoch, batch) pairs Keras reported to the callbacks."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.append((self.epoch, batch))
+
+
+@pytest.mark.keras
+def test_a_fit_against_a_distant_database_is_whole_when_fit_returns(db_url, tmp_path):
+    """Epoch writes go to a writer thread; when `fit` returns, all of them are in the database,
+    in order, as Keras reported them (PostgreSQL behind a proxy adding 5 ms each way)."""
+    with behind_proxy(db_url, 0.005) as (url, _):
+        cb = TrackingCallback(
+            db=url,
+            artifacts_dir=tmp_path / "a",
+            spool_path=tmp_path / "spool.db",
+            log_every_n_batches=1,
+        )
+        counter = BatchCounter()
+        history = fit(model(), [counter, cb], epochs=6)
+        with open_store(db_url) as s:  # read at once, and not through the proxy
+            run = s.get_run(cb.run_id)
+            points = s.metric_history(run.id)
+            batches = s.metric_history(run.id, ["loss"], batches=True)
+            best = [c for c in s.checkpoints(run.id) if c.is_best]
+    assert (run.status, run.stop_reason, run.epochs_done) == ("finished", "completed", 6)
+    for key, values in history.history.items():
+        got = [p for p in points if p.key == key]
+        assert [p.epoch for p in got] == list(range(6))
+        assert [p.value for p in got] == pytest.approx(values)
+    assert [(p.epoch, p.step) for p in batches] == counter.seen
+    val_loss = history.history["val_loss"]
+    assert best and best[-1].epoch == val_loss.index(min(val_loss))
+    assert cb._recorder is not None and cb._recorder.spooled_to is None

@@ -175,9 +175,10 @@ def test_resume_rewinds_and_continues_the_best(store, tmp_path):
 
 
 def test_start_moved_by_backup_and_restore_is_recorded(store, tmp_path):
-    session, *_ = _session(store, tmp_path)
+    session, recorder, *_ = _session(store, tmp_path)
     session.start({"experiment": "bar", "fit_params": {"initial_epoch": 0, "batch_size": 8}})
     session.epoch_begin(2, {})
+    recorder.wait()  # handed to the writer thread with the run's creation
     assert store.get_run(session.run_id).fit_params == {"initial_epoch": 2, "batch_size": 8}
 
 
@@ -205,6 +206,7 @@ def test_keeper_does_not_warn_for_epochs_without_validation(store, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per run
         keeper.after_epoch(model, 3, {"loss": 0.9, "val_acc": 0.8})
+    recorder.wait()  # its checkpoint records land before the store goes
 
 
 def test_keeper_min_delta(store, tmp_path):
@@ -215,6 +217,7 @@ def test_keeper_min_delta(store, tmp_path):
         model.weights = [float(epoch)]
         keeper.after_epoch(model, epoch, {"loss": loss})
     keeper.flush(model)
+    recorder.wait()  # checkpoint records are applied by the writer thread
     cks = store.checkpoints(session.run_id)
     assert cks[-1].epoch == 3 and cks[-1].value == 0.9
     assert keeper.best_path.read_text() == repr([3.0])

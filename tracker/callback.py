@@ -179,7 +179,7 @@ class TrackingCallback(keras.callbacks.Callback):
         self._session, self.run_id = session, session.run_id
         refs = introspect.references(others)
         if refs:
-            recorder.call(Store.update_run, session.run_id, references=refs)
+            recorder.submit(Store.update_run, session.run_id, references=refs)
         es = introspect.early_stopping(others)
         store, folder = self._artifacts_store()
         session.keeper = CheckpointKeeper(

@@ -245,7 +245,7 @@ class CheckpointKeeper:
             return
         key, in_place = self._store_key(path, source, sha)
         store = self._artifacts
-        self._recorder.call(
+        self._recorder.submit(  # with the epoch's writes: applied in order, off training
             Store.add_checkpoint,
             self.run_id,
             path=str(path),

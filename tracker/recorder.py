@@ -1,11 +1,28 @@
 """Writes one run to the store on behalf of the callback, and never lets a store failure stop
 training or lose the run.
 
-Every write goes through `call`. When the database cannot be reached or written (server down,
-read-only or full disk, a lock held too long), the write is retried a few times with backoff; if
-the database is still away, the recorder switches to a local spool file (an ordinary tracker
-SQLite database, named once in a warning) and writes the rest of the run there, replaying the
-run's creation first. `tracker sync` later moves spooled runs into the database, idempotently.
+Every write is applied by `_drain`, in the order it was made. When the database cannot be reached
+or written (server down, read-only or full disk, a lock held too long), the write is retried a few
+times with backoff; if the database is still away, the recorder switches to a local spool file (an
+ordinary tracker SQLite database, named once in a warning) and writes the rest of the run there,
+replaying the run's creation first. `tracker sync` later moves spooled runs into the database,
+idempotently.
+
+Off the training thread: a database on another machine costs every write a few network round
+trips, which training must not pay at each epoch. So the run's creation (with the facts learned
+before its first epoch ends), the writes of each epoch (its metrics, its batches, its checkpoints)
+and the heartbeat are handed to one writer thread per recorder (`submit`), which applies them in
+order, with the same retries and spool as above; a failure there is a warning, never an exception
+in training. The rule that bounds what can be lost: **at most one epoch's writes are in flight.**
+When an epoch ends, the training thread first waits for what it handed over before (the previous
+epoch's writes, or the run's creation at the end of the first epoch) to be applied (`wait`:
+backpressure), then hands over this epoch's and goes on; so a `kill -9` loses at most the epoch
+being written (during the first epoch: the run's creation, if the process dies within the few
+round trips it takes). What a caller must see applied before it goes on (a resumed run, facts it
+reads back, the run's end) is written with `call`, which first waits for everything handed over
+before it: `finish` therefore returns with the whole run in the store (or the spool), and so do
+the paths that end a run on an exception, a signal or `atexit`. A forked child neither sees nor
+repeats the writes its parent had in flight.
 
 The heartbeat thread lives here too; it also watches that `fit` is still running, because Keras
 calls no hook when `fit` dies of an exception it did not route through the callbacks.
@@ -22,6 +39,8 @@ import atexit
 import os
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -39,6 +58,9 @@ CALLBACK_BUSY_TIMEOUT_S = 5.0
 # How often the heartbeat thread looks whether `fit` is still running: soon enough to see the
 # exception that took it away while its thread is still handling it.
 ALIVE_POLL_S = 0.05
+# An idle writer thread ends after this long (a sweep of many fits keeps no idle threads); the
+# next write starts a new one.
+WRITER_IDLE_S = 2.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -148,17 +170,27 @@ class RunRecorder:
         self._spool_path = spool_path
         self._spool: Store | None = None
         self._retry_delays = retry_delays
-        self._pending: list[Op] = []
+        self._pending: list[Op] = []  # writes not applied yet, in order (kept after a failure)
         self._create_op: Op | None = None
-        self._lock = threading.RLock()
         self._warned = False
-        self.busy = False  # a write is under way (the signal guard waits for it)
+        self.busy = False  # the training thread is writing or waiting (the signal guard waits)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._locks()
+        _LIVE.add(self)
+
+    def _locks(self) -> None:
+        """New locks and no writer thread: at creation, and in a forked child, where the
+        parent's locks may be held by threads that do not exist there."""
+        self._lock = threading.RLock()  # held while writes are applied, by one thread at a time
+        self._handoff = threading.Condition()  # guards what follows
+        self._inbox: deque[Op] = deque()  # handed to the writer thread, not taken yet
+        self._writing = False
+        self._writer: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._inbox)
 
     @property
     def spooled_to(self) -> Path | None:
@@ -175,19 +207,85 @@ class RunRecorder:
     def call(
         self, op: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R | None:
-        """Run `op(store, *args, **kwargs)` now, or keep it for later; never raises.
+        """Run `op(store, *args, **kwargs)` now, after every write handed over before it, or
+        keep it for later; never raises.
 
         `op` is a `Store` method (`Store.log_epoch`); None is returned when it was kept."""
-        with self._lock:
-            self.busy = True
+        self.busy = True
+        try:
+            self._wait_idle()
+            with self._lock:
+                return self._apply((op, args, kwargs))
+        finally:
+            self.busy = False
+
+    def submit(
+        self, op: Callable[Concatenate[Store, P], Any], *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """Hand `op(store, *args, **kwargs)` to the writer thread and return at once.
+
+        Callers bound what is in flight by calling `wait` first (the session does, once an
+        epoch)."""
+        with self._handoff:
+            self._inbox.append((op, args, kwargs))
+            if self._writer is not None:
+                self._handoff.notify_all()
+                return
             try:
-                entry: Op = (op, args, kwargs)
-                if op is Store.create_run:
-                    self._create_op = entry
-                self._pending.append(entry)
-                return self._drain(retry=True)
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="tracker-writer", daemon=True
+                )
+                self._writer.start()
+                return
+            except RuntimeError:  # no new thread at interpreter shutdown: write it here
+                self._writer = None
+                entries = list(self._inbox)
+                self._inbox.clear()
+        with self._lock:
+            for entry in entries:
+                self._apply(entry)
+
+    def wait(self) -> None:
+        """Return once every write handed over has been applied (or kept, when the database
+        and the spool are both away)."""
+        self.busy = True
+        try:
+            self._wait_idle()
+        finally:
+            self.busy = False
+
+    def _wait_idle(self) -> None:
+        if threading.current_thread() is self._writer:
+            return
+        with self._handoff:
+            while self._inbox or self._writing:
+                self._handoff.wait()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._handoff:
+                if not self._inbox:
+                    self._handoff.wait(WRITER_IDLE_S)
+                if not self._inbox:
+                    self._writer = None  # a later `submit` starts a new thread
+                    return
+                entry = self._inbox.popleft()
+                self._writing = True
+            try:
+                with self._lock:
+                    self._apply(entry)
+            except BaseException as e:  # noqa: BLE001 - nothing here may reach training
+                self._warn(f"tracker's writer failed ({type(e).__name__}: {e})")
             finally:
-                self.busy = False
+                with self._handoff:
+                    self._writing = False
+                    self._handoff.notify_all()
+
+    def _apply(self, entry: Op) -> Any:
+        if entry[0] is Store.create_run:
+            self._create_op = entry
+        self._pending.append(entry)
+        return self._drain(retry=True)
 
     def remember_run(self, **create_kwargs: Any) -> None:
         """What the spool needs to recreate a run that was not created by this recorder."""
@@ -265,6 +363,7 @@ class RunRecorder:
 
     def flush(self) -> bool:
         """Retry kept writes now; True when nothing is left."""
+        self.wait()
         with self._lock:
             self._drain(retry=False)
             return not self._pending
@@ -293,7 +392,8 @@ class RunRecorder:
                     return
                 if waited >= interval:
                     waited = 0.0
-                    self.call(Store.heartbeat, run_id, interval)
+                    if not self._inbox:  # else a write is waiting, and it beats too
+                        self.submit(Store.heartbeat, run_id, interval)
 
         self._thread = threading.Thread(
             target=loop, args=(self._stop,), name="tracker-heartbeat", daemon=True
@@ -308,6 +408,7 @@ class RunRecorder:
 
     def close(self) -> None:
         self.stop_heartbeat()
+        self.wait()
         if self._shared and self._store is not None:
             if not _SHARED.shared(self._store):
                 self._store.close()  # dropped from sharing when it failed: nobody else uses it
@@ -315,3 +416,24 @@ class RunRecorder:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+
+
+_LIVE: weakref.WeakSet[RunRecorder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_LIVE):
+        recorder._locks()
+        recorder._pending.clear()  # the parent's writes, in flight or kept: the parent's
+        if recorder._shared:
+            recorder._store = None  # its connections are the parent's: `shared_store` again
+
+
+def _wait_all() -> None:
+    """At a normal exit: the writes handed over land before the stores are closed."""
+    for recorder in list(_LIVE):
+        recorder.wait()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_wait_all)  # after `_SHARED.close_all` was registered, so it runs before it

@@ -89,7 +89,8 @@ class RunSession:
         self._fit_params = dict(create.get("fit_params") or {})
         run = self._resume(resume, create) if resume else None
         if run is None:
-            self.recorder.call(Store.create_run, **{**create, "run_id": self.run_id})
+            # Handed over like an epoch's writes: applied before the first epoch's are.
+            self.recorder.submit(Store.create_run, **{**create, "run_id": self.run_id})
 
     def _resume(self, ref: str, create: dict[str, Any]) -> RunRecord | None:
         run = self.recorder.call(
@@ -129,7 +130,7 @@ class RunSession:
         if self._fit_params.get("initial_epoch", epoch) != epoch:
             # BackupAndRestore (or `model._initial_epoch`) moved the start after fit was called.
             self._fit_params["initial_epoch"] = epoch
-            self.recorder.call(Store.update_run, self.run_id, fit_params=self._fit_params)
+            self.recorder.submit(Store.update_run, self.run_id, fit_params=self._fit_params)
         if self._resumed_last is not None and epoch <= self._resumed_last:
             # Re-running recorded epochs: the new ones replace them (README, "resume").
             self.recorder.call(Store.discard_epochs, self.run_id, epoch)
@@ -138,7 +139,7 @@ class RunSession:
 
     def update_facts(self, **facts: Any) -> None:
         """Facts about the run learned after its start (a model built by its first step)."""
-        self.recorder.call(Store.update_run, self.run_id, **facts)
+        self.recorder.submit(Store.update_run, self.run_id, **facts)
 
     def share_logs(self, epoch: int, logs: Mapping[str, Any] | None) -> None:
         """The dict `CallbackList` hands every callback for this epoch: read once all of them
@@ -169,7 +170,10 @@ class RunSession:
                 values.setdefault(key, lr)
             if self.epoch == epoch and self._epoch_started:
                 values["epoch_time_s"] = time.perf_counter() - self._epoch_started
-            self.recorder.call(
+            # Backpressure: the previous epoch's writes are applied before this one's are handed
+            # to the writer thread, so that at most one epoch is ever in flight (recorder.py).
+            self.recorder.wait()
+            self.recorder.submit(
                 Store.log_epoch,
                 self.run_id,
                 epoch,

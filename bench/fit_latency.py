@@ -1,0 +1,105 @@
+"""The tracker side of the remote-database benchmark, run in its own process: `model.fit` of the
+tiny model with a database behind a slow link (`--db` already points through the proxy).
+
+    .venv/bin/python bench/fit_latency.py --db postgresql+psycopg://...proxy... --workdir DIR
+
+Prints `BENCH_JSON {...}`: seconds of every fit per variant, and, for every tracked fit, the
+seconds spent in each of the callback's hooks (per epoch for the end of an epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import fitmodel
+from common import loadavg
+
+from tracker import TrackingCallback
+
+# Where the callback's work is done (private names: see fit_tracker.py). `_after_epoch_end` is
+# the end of an epoch: the epoch's write is handed over there, after the previous one landed.
+HOOKS = (
+    "on_train_begin",
+    "on_train_batch_end",
+    "_after_epoch_begin",
+    "_after_epoch_end",
+    "_after_train_end",
+)
+
+
+class TimedCallback(TrackingCallback):
+    """TrackingCallback that keeps the seconds of every call of its hooks."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.samples: dict[str, list[float]] = defaultdict(list)
+
+
+def _timed(name: str) -> Any:
+    inner = getattr(TrackingCallback, name)
+
+    def hook(self: TimedCallback, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(self, *args, **kwargs)
+        finally:
+            self.samples[name].append(time.perf_counter() - t0)
+
+    return hook
+
+
+for _name in HOOKS:
+    setattr(TimedCallback, _name, _timed(_name))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--db", required=True)
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--reps", type=int, default=5)
+    a = p.parse_args()
+    before = loadavg()
+    data = fitmodel.make_data(a.samples)
+    model = fitmodel.make_model()
+    fits: list[dict[str, Any]] = []
+
+    def tracked() -> float:
+        cb = TimedCallback(
+            db=a.db,
+            experiment="bench-latency",
+            spool_path=a.workdir / "spool.db",
+            artifacts_dir=a.workdir / "artifacts",
+            save_best_weights=False,
+        )
+        seconds = fitmodel.fit_once(model, data, a.batch, a.epochs, [cb])
+        fits.append({"seconds": seconds, "hooks": dict(cb.samples)})
+        spooled = cb._recorder.spooled_to if cb._recorder else None
+        if spooled is not None:
+            raise SystemExit(f"the run went to the spool {spooled}: the database was away")
+        return seconds
+
+    variants = {
+        "none": lambda: fitmodel.fit_once(model, data, a.batch, a.epochs, []),
+        "tracker_epoch": tracked,
+    }
+    times = fitmodel.alternate(variants, a.reps)
+    result = {
+        "times": times,
+        # The warm-up fit opened the store (a sweep or a notebook pays that once): apart.
+        "first_fit": fits[0],
+        "fits": fits[1:],
+        "loadavg": {"before": before, "after": loadavg()},
+    }
+    print("BENCH_JSON " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

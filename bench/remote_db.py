@@ -1,0 +1,100 @@
+"""6. A database on another machine: `model.fit` of the tiny model with PostgreSQL behind a link
+that adds 0, 1 and 5 ms each way (bench/latency_proxy.py on loopback, in this process).
+
+For each delay, tracker (bench/fit_latency.py) and MLflow's Keras callback (mlflow_driver.py
+`fit_latency`, its tracking store on the same proxied server) each train in a process of their
+own, against an untracked baseline fit in that process, the variants' order rotated every
+repetition. Measured: how long the end of each epoch holds training up (tracker: the work its fit
+guard runs after the other callbacks; MLflow: `MlflowCallback.on_epoch_end`), the time spent in
+all of the tool's hooks (MLflow: with `start_run` and the end of the run, which it needs) over the
+baseline fit, and the end-to-end overhead as in benchmark 2.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+from common import percentile
+from fit_overhead import overheads
+from harness import BENCH, Context, run_json
+from latency_proxy import LatencyProxy
+
+
+def _through(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    user = parts.netloc.rsplit("@", 1)[0]
+    return parts._replace(netloc=f"{user}@127.0.0.1:{port}").geturl()
+
+
+# Which timed calls are the start of a run, the end of an epoch and the end of the run.
+TRACKER_HOOKS = ("on_train_begin", "_after_epoch_end", "_after_train_end")
+MLFLOW_HOOKS = ("start_run", "on_epoch_end", "end_run")
+
+
+def holdups(fits: list[dict[str, Any]], base: float, names: tuple[str, ...]) -> dict[str, Any]:
+    """Per-epoch hold-up (median over every epoch of every fit) and time in hooks per fit."""
+    begin_hook, epoch_hook, end_hook = names
+    epoch_ends = [s for f in fits for s in f["hooks"].get(epoch_hook, [])]
+    spent = [sum(sum(v) for v in f["hooks"].values()) for f in fits]
+    begin = [sum(f["hooks"].get(begin_hook, [])) for f in fits]
+    end = [sum(f["hooks"].get(end_hook, [])) for f in fits]
+    return {
+        "epoch_end_median_s": statistics.median(epoch_ends),
+        "epoch_end_p95_s": percentile(epoch_ends, 95),
+        "epoch_end_max_s": max(epoch_ends),
+        "epoch_ends": len(epoch_ends),
+        "in_hooks_s": statistics.median(spent),
+        "in_hooks": statistics.median(spent) / base,
+        "train_begin_s": statistics.median(begin),
+        "train_end_s": statistics.median(end),
+    }
+
+
+def run(ctx: Context, backend: str) -> dict[str, Any]:
+    assert ctx.postgres is not None, "PostgreSQL only"
+    size = ctx.size
+    shape = {"samples": size.fit_samples, "batch": size.fit_batch, "epochs": size.fit_epochs}
+    out: dict[str, Any] = {**shape, "reps": size.latency_reps, "delays": {}}
+    server = urlsplit(ctx.postgres.server_url)
+    for delay_ms in size.latency_delays_ms:
+        proxy = LatencyProxy(server.hostname or "127.0.0.1", server.port or 5432, delay_ms / 1e3)
+        port = proxy.start()
+        try:
+            out["delays"][str(delay_ms)] = _one_delay(ctx, port, delay_ms, shape)
+        finally:
+            proxy.stop()
+    return out
+
+
+def _one_delay(ctx: Context, port: int, delay_ms: float, shape: dict[str, int]) -> dict[str, Any]:
+    size = ctx.size
+    ctx.log(f"    {delay_ms:g} ms each way ...")
+    url = _through(ctx.new_db("postgresql", f"latency_tracker_{delay_ms:g}ms"), port)
+    work = ctx.scratch(f"latency-{delay_ms:g}")
+    command = [sys.executable, str(BENCH / "fit_latency.py"), "--db", url, "--workdir", str(work)]
+    command += ["--reps", str(size.latency_reps), *[f"--{k}={v}" for k, v in shape.items()]]
+    res = run_json(command, cwd=work)
+    out: dict[str, Any] = {"delay_ms": delay_ms, "tracker": overheads(res["times"])}
+    base = out["tracker"]["none"]["seconds"]["median"]
+    out["tracker"]["tracker_epoch"].update(holdups(res["fits"], base, TRACKER_HOOKS))
+    out["tracker"]["first_fit"] = holdups([res["first_fit"]], base, TRACKER_HOOKS)
+    out["tracker"]["loadavg"] = res["loadavg"]
+    if ctx.mlflow:
+        ml_url = _through(ctx.new_db("postgresql", f"latency_mlflow_{delay_ms:g}ms"), port)
+        ml = ctx.mlflow.call(
+            "fit_latency",
+            cwd=ctx.scratch(f"mlflow-latency-{delay_ms:g}"),
+            uri=ml_url,
+            reps=size.latency_reps,
+            **shape,
+        )
+        out["mlflow"] = overheads(ml["times"])
+        ml_base = out["mlflow"]["none"]["seconds"]["median"]
+        out["mlflow"]["mlflow_callback_epoch"].update(holdups(ml["fits"], ml_base, MLFLOW_HOOKS))
+        out["mlflow"]["first_fit"] = holdups([ml["first_fit"]], ml_base, MLFLOW_HOOKS)
+        out["mlflow"]["callback"] = ml["callback"]
+        out["mlflow"]["loadavg"] = ml["loadavg"]
+    return out

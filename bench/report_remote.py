@@ -1,0 +1,111 @@
+"""The part of bench/RESULTS.md about benchmark 7, a database on another machine (remote_db.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from report import FIT_OVERHEAD, Lines, get, load, met, ms, pct, row, secs
+
+HOLDUP_S = 0.001  # an epoch's write may hold training up this long (median), at 5 ms each way
+TARGET_DELAY = "5.0"
+
+
+def _delays(b: dict[str, Any]) -> dict[str, Any]:
+    return get(b, "remote_db", "postgresql", "delays") or {}
+
+
+def targets(b: dict[str, Any]) -> Lines:
+    d = _delays(b).get(TARGET_DELAY)
+    if not d:
+        return []
+    t = d["tracker"]["tracker_epoch"]
+    m = get(d, "mlflow", "mlflow_callback_epoch") or {}
+    hold = t["epoch_end_median_s"]
+    worst = max(t["in_hooks"], t["overhead"])
+    return [
+        row(
+            "7. end of an epoch holds training up, PostgreSQL +5 ms each way",
+            ms(hold),
+            ms(m.get("epoch_end_median_s")),
+            "–",
+            f"≤ {ms(HOLDUP_S)} (median)",
+            met(hold <= HOLDUP_S),
+        ),
+        row(
+            "7. fit overhead, PostgreSQL +5 ms each way",
+            f"in hooks {pct(t['in_hooks'])} ({pct(d['tracker']['first_fit']['in_hooks'])} in a "
+            f"process's first fit); end to end {pct(t['overhead'])}",
+            f"in hooks {pct(m.get('in_hooks'))}; end to end {pct(m.get('overhead'))}",
+            "–",
+            "≤ 2 % of fit",
+            met(worst <= FIT_OVERHEAD),
+        ),
+    ]
+
+
+def section(r: dict[str, Any]) -> Lines:
+    b = r["benchmarks"]
+    delays = _delays(b)
+    if not delays:
+        return []
+    f = b["remote_db"]["postgresql"]
+    source = get(r, "sources", "remote_db")
+    out = [
+        "## 7. A database on another machine (PostgreSQL behind a slow link)",
+        "",
+        f"`model.fit` of the model of benchmark 2 ({f['samples']:,} samples, batch {f['batch']}, "
+        f"{f['epochs']} epochs), tracking to PostgreSQL through `bench/latency_proxy.py`, a TCP "
+        "proxy on loopback that delays every byte by the given time each way (a round trip costs "
+        "twice that, plus the proxy's own ~0.1–0.5 ms). "
+        f"{f['reps']} repetitions per tool and delay, each tool in its own process against its "
+        "own untracked baseline fit, the order rotated each time. tracker: `TrackingCallback("
+        "save_best_weights=False)`; its epoch writes go to a writer thread, at most one epoch in "
+        "flight, and the end of the run waits for all of them. MLflow: `mlflow.keras."
+        "MlflowCallback()` with `mlflow.start_run()` / `end_run()` around the fit, its tracking "
+        "store the same server through the same proxy (the SQLAlchemy store, as in the other "
+        "benchmarks: MLflow's tracking server would put one more hop, not less, behind the link).",
+        "",
+        "*End of an epoch*: how long the tool's end-of-epoch work holds training up, median (and "
+        "p95, max) over every epoch of every fit (tracker: the work its fit guard runs after the "
+        "other callbacks, where the epoch is handed over; MLflow: `MlflowCallback.on_epoch_end`, "
+        "which queues the metrics for its own background thread). *Start* and *end*: the run's "
+        "start (tracker: `on_train_begin`; MLflow: `start_run` + `on_train_begin`) and end "
+        "(tracker: `on_train_end`, which waits until the whole run is stored; MLflow: `end_run`, "
+        "which flushes its queue). *In hooks*: all the tool's hooks, with start and end, per fit "
+        "÷ the baseline fit; *first fit*: the same for a process's first fit, which also opens "
+        "the store (and checks its schema) through the link. *End to end*: as in benchmark 2.",
+        "",
+        "| delay each way | tool | end of an epoch: median / p95 / max | start | end | "
+        "in hooks | in hooks, first fit | end to end | baseline fit | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for delay, d in delays.items():
+        for tool, name in (("tracker", "tracker_epoch"), ("mlflow", "mlflow_callback_epoch")):
+            t = get(d, tool, name)
+            if not t:
+                continue
+            first = get(d, tool, "first_fit", "in_hooks")
+            out.append(
+                row(
+                    f"{float(delay):g} ms",
+                    "tracker" if tool == "tracker" else "MLflow",
+                    f"{ms(t['epoch_end_median_s'])} / {ms(t['epoch_end_p95_s'])} / "
+                    f"{ms(t['epoch_end_max_s'])}",
+                    ms(t["train_begin_s"]),
+                    ms(t["train_end_s"]),
+                    f"{ms(t['in_hooks_s'])} = {pct(t['in_hooks'])}",
+                    pct(first) if first is not None else "–",
+                    pct(t["overhead"]),
+                    secs(d[tool]["none"]["seconds"]["median"]),
+                    load(d[tool]),
+                )
+            )
+    if source:
+        out += [
+            "",
+            f"From `bench/results/{source['file']}` (commit `{(source['commit'] or '?')[:10]}`, "
+            f"{source['started_at']}, load {source['load']}). Other runs of this benchmark are "
+            "kept in `bench/results/`. The load column says how busy the machine was: on 2 "
+            "cores, a load above 2 means work waited for a core, and the fits' times with it.",
+        ]
+    return out + [""]
