@@ -11,7 +11,7 @@ import pytest
 from tracker import checkpoints
 
 from .conftest import IN_CI
-from .keras_helpers import data, fit, model
+from .keras_helpers import data, fit, model, tensorflow_only
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
 from tracker import TrackingCallback, restore_weights  # noqa: E402
@@ -112,26 +112,48 @@ def test_keyboard_interrupt_marks_run_interrupted(store, tmp_path):
     assert run.status == "interrupted" and run.stop_reason == "interrupted"
 
 
-def test_exception_from_data_marks_run_failed(store, tmp_path):
+def _bad_generator():
     x, y = data()
+    for i in range(3):
+        yield x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]
+    raise RuntimeError("bad shard")
 
-    def batches():
-        for i in range(3):
-            yield x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]
-        raise RuntimeError("bad shard")
 
+class BadShards(keras.utils.PyDataset):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, index):
+        if index == 3:
+            raise RuntimeError("bad shard")
+        x, y = data()
+        return x[index * 16 : (index + 1) * 16], y[index * 16 : (index + 1) * 16]
+
+
+@pytest.mark.parametrize("source", ["generator", "PyDataset"])
+def test_exception_from_data_marks_run_failed_at_once(store, tmp_path, source):
+    """The input pipeline raises: the run is failed with the exception `fit` raised, before
+    `fit` has left (the torch trainer draws batches in `fit` itself, outside the train step)."""
     cb = _cb(store, tmp_path)
-    with pytest.raises(Exception, match="bad shard"):
-        model().fit(batches(), epochs=2, steps_per_epoch=5, verbose=0, callbacks=[cb])
-    run = store.get_run(cb.run_id)
-    assert run.status == "failed" and "bad shard" in run.stop_details["error"]["message"]
+    batches = _bad_generator() if source == "generator" else BadShards()
+    with pytest.raises(Exception, match="bad shard") as raised:
+        model().fit(batches, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[cb])
+    run = store.get_run(cb.run_id)  # the caller caught it: no waiting for the heartbeat
+    assert (run.status, run.stop_reason) == ("failed", "error")
+    assert run.stop_details["error"] == {
+        "type": type(raised.value).__name__,
+        "message": str(raised.value)[:2000],
+    }
+    assert run.stop_details["epoch"] == 0 and run.epochs_done == 0
 
 
 def test_terminate_on_nan_records_epoch_and_batch(store, tmp_path):
     x, y = data()
     y[40:] = np.nan  # batch 2 of the first epoch produces a NaN loss
+    m = model()
+    m.compile(optimizer="sgd", loss="mse")  # torch's binary crossentropy refuses NaN targets
     cb = _cb(store, tmp_path)
-    model().fit(
+    m.fit(
         x,
         y,
         epochs=3,
@@ -404,6 +426,7 @@ def test_resume_appends_to_the_same_run(store, tmp_path):
     assert again.run_id != first.run_id
 
 
+@tensorflow_only("Keras's TensorBoard callback writes through tf.summary")
 def test_tensorboard_and_csv_logger_are_recorded_as_references(store, tmp_path):
     tb = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb"))
     csv_log = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
@@ -438,3 +461,23 @@ def test_layer_list_follows_the_model_between_fits(store, tmp_path):
     assert [layer["trainable"] for layer in before["layers"]][0] is True
     assert [layer["trainable"] for layer in after["layers"]][0] is False
     assert after["non_trainable_params"] == 20 and before["non_trainable_params"] == 0
+
+
+def test_environment_names_the_backend_and_its_versions(store, tmp_path):
+    """The backend Keras trained on, and the versions of Keras and of each backend library as
+    imported in this process (null where it is not installed)."""
+    import importlib
+    import importlib.util
+
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb], epochs=1)
+    env = store.get_run(cb.run_id).environment
+    assert env["backend"] == keras.backend.backend()
+    assert env["keras"] == keras.__version__
+    for name in ("tensorflow", "jax", "torch"):
+        installed = importlib.util.find_spec(name) is not None
+        want = importlib.import_module(name).__version__ if installed else None
+        assert env[name] == want, name
+    assert env[keras.backend.backend()] is not None
+    (listed,) = store.list_runs(environment={"backend": keras.backend.backend()})
+    assert listed.run.id == cb.run_id
