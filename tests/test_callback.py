@@ -396,12 +396,23 @@ def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
 
 
 def test_only_the_chief_writes(store, tmp_path, monkeypatch):
+    """TF_CONFIG names this process a non-chief worker and no strategy (or backend
+    distribution) says otherwise: its fits are not recorded, and it says so, once."""
+    from tracker import callback
+
+    monkeypatch.setattr(callback, "_said_not_recorded", False)
     monkeypatch.setenv(
         "TF_CONFIG",
         '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}',
     )
     cb = _cb(store, tmp_path)
-    fit(model(), [cb], epochs=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")  # the backend's own notices are not ours to judge
+        fit(model(), [cb], epochs=1)
+        fit(model(), [cb], epochs=1)
+    said = [str(w.message) for w in record if str(w.message).startswith("tracker")]
+    assert len(said) == 1 and "does not record fits in this process" in said[0]
+    assert "TF_CONFIG names it worker 1" in said[0]
     assert cb.run_id is None and store.list_runs() == []
 
 

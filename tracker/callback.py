@@ -137,8 +137,10 @@ class TrackingCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._end_previous()
         self.run_id = None
-        if not introspect.is_chief():
-            return  # under multi-worker tf.distribute only the chief records
+        reason = introspect.not_the_writer(self.model)
+        if reason is not None:
+            _not_recorded(reason)  # one run per fit, written by process 0
+            return
         try:
             self._begin()
         except Exception as e:  # noqa: BLE001 - a tracker failure never stops training
@@ -374,6 +376,21 @@ class TrackingCallback(keras.callbacks.Callback):
         rec = getattr(self, "_recorder", None)
         if rec is not None:
             rec.stop_heartbeat()
+
+
+_said_not_recorded = False
+
+
+def _not_recorded(reason: str) -> None:
+    """Say once per process that its fits are left to the chief."""
+    global _said_not_recorded
+    if not _said_not_recorded:
+        _said_not_recorded = True
+        warn(
+            f"tracker does not record fits in this process: {reason}; "
+            "process 0 (the chief) records the run",
+            stacklevel=4,
+        )
 
 
 def scalar_int(value: Any) -> int | None:
