@@ -364,6 +364,42 @@ def test_async_dispatch_stays_on(store, tmp_path, monkeypatch):
     assert not keras.callbacks.CallbackList([Blocking()], model=m)._async_train
 
 
+def test_batches_are_recorded_in_order_under_async_dispatch(store, tmp_path, monkeypatch):
+    """JAX and torch hand batch hooks to a thread pool, where a slow callback lets a later
+    batch's hooks run first: every batch is still recorded, in order, with its own logs."""
+    import time
+
+    import keras.src.backend
+
+    monkeypatch.setattr(keras.src.backend, "IS_THREAD_SAFE", True)  # as on JAX and torch
+
+    class SlowOnEvenBatches(keras.callbacks.Callback):
+        async_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.seen = {}
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch % 2 == 0:
+                time.sleep(0.02)
+            self.seen[(self.epoch, batch)] = float(logs["loss"])
+
+    slow = SlowOnEvenBatches()
+    cb = _cb(store, tmp_path, log_every_n_batches=1)
+    m = model()
+    assert keras.callbacks.CallbackList([slow, cb], model=m)._async_train
+    fit(m, [slow, cb], epochs=2, validation_split=0.0)
+    points = store.metric_history(cb.run_id, ["loss"], batches=True)
+    assert [(p.epoch, p.step) for p in points] == sorted(slow.seen)
+    assert {(p.epoch, p.step): p.value for p in points} == slow.seen
+    times = [p.time for p in points]
+    assert times == sorted(times)
+
+
 def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
     """The database cannot be opened at all: training goes on, the whole run lands in the spool
     (named once in a warning), and `tracker sync` moves it into the database later."""

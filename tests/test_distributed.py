@@ -116,7 +116,7 @@ WORKER = textwrap.dedent(
         jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=rank)
     from tests.keras_helpers import fit, model
     from tracker import TrackingCallback
-    cb = TrackingCallback(db=db, artifacts_dir=os.path.dirname(db))
+    cb = TrackingCallback(db=db, artifacts_dir=sys.argv[5])
     history = fit(model(), [cb], epochs=2)
     print("RUN", cb.run_id, os.getpid(), flush=True)
     if keras.backend.backend() == "torch":
@@ -143,7 +143,8 @@ def test_two_processes_one_run_written_by_process_0(tmp_path, request):
     port = str(_free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(request.config.rootpath), db, port, str(rank)],
+            [sys.executable, "-c", WORKER, str(request.config.rootpath), db, port, str(rank)]
+            + [str(tmp_path / "artifacts")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -121,7 +121,8 @@ class TrackingCallback(keras.callbacks.Callback):
             # The database driver's SQLAlchemy module is imported now, with the rest of the
             # library, rather than by the first `fit`.
             load_dialect(resolve_url(db))
-        # Batch hooks only buffer numbers, so Keras may keep dispatching them asynchronously.
+        # Under the guard the batch hook does nothing of its own (the guard records batches in
+        # the training thread), so Keras may keep dispatching the others' asynchronously.
         self.async_safe = True
         self.run_id: str | None = None
         self._recorder: RunRecorder | None = None
@@ -223,6 +224,9 @@ class TrackingCallback(keras.callbacks.Callback):
                 "on_epoch_begin": self._after_epoch_begin,
                 "on_epoch_end": self._after_epoch_end,
                 "on_train_end": self._after_train_end,
+                # In the training thread, in order: on JAX and torch Keras hands batch hooks to
+                # a thread pool, where they may run out of order.
+                "on_train_batch_end": self._after_batch_end,
             },
             on_stop_training=self._on_stop_training,
             on_unseen=self._on_unseen,
@@ -254,6 +258,10 @@ class TrackingCallback(keras.callbacks.Callback):
             self._after_train_end(logs)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._guard is None:
+            self._after_batch_end(batch, logs)
+
+    def _after_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         session = self._session
         if session is not None and session.log_every_n_batches:
             session.batch_end(batch, logs)

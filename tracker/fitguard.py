@@ -198,7 +198,7 @@ class FitGuard:
             self._guarded(cb_list.on_test_begin, self._wrap_test_function(model)),
         )
         for name in _LIST_HOOKS:
-            if name != "on_test_begin":
+            if name != "on_test_begin" and name not in self._after:
                 self._patch(cb_list, name, self._guarded(getattr(cb_list, name)))
         for cb in cb_list.callbacks:
             if cb is not own and not _is_tracker(cb):
