@@ -10,7 +10,12 @@ before `on_train_begin`), then wraps, on those instances only:
 - `CallbackList.on_epoch_begin/on_epoch_end/on_train_end`, to run the tracker's work after every
   other callback: what EarlyStopping, ModelCheckpoint or a scheduler did is then already done,
   wherever the tracker sits in the list;
-- the hooks of other callbacks that can stop training, to learn which one set `stop_training`.
+- the hooks of other callbacks that can stop training, to learn which one set `stop_training`;
+- `fit`'s epoch iterator, where the torch trainer draws batches in `fit` itself (outside the
+  train function), so an exception from the input pipeline is seen on every backend.
+
+`CallbackList.on_train_batch_end` runs the tracker's batch work in the training thread, after the
+others: on JAX and torch Keras dispatches batch hooks to a thread pool, out of order.
 
 Wrappers are layered strictly: each attribute keeps a stack of the layers put on it, and a guard
 that ends unwraps only once the layers above its own are gone (last wrapped, first restored), so
