@@ -46,6 +46,15 @@ class Size:
     mlflow_process_reps: int = 5  # each MLflow process takes seconds just to import
     mlflow_query_runs: int = 5000
     growth_runs: tuple[int, ...] = (500, 5000, 50000)
+    # 6. web UI (bench/ui_api.py, ui_pages.py, ui_charts.py)
+    ui_runs: int = 50_000
+    ui_batch_epochs: int = 100
+    ui_batch_steps: int = 10_000
+    ui_reps: int = 15
+    ui_browser_reps: int = 5
+    ui_chart_runs: int = 10
+    ui_chart_epochs: int = 10_000
+    mlflow_ui_runs: int = 50_000
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +81,14 @@ SIZES = {
         mlflow_process_reps=1,
         mlflow_query_runs=20,
         growth_runs=(10, 30),
+        ui_runs=300,
+        ui_batch_epochs=10,
+        ui_batch_steps=1000,
+        ui_reps=3,
+        ui_browser_reps=1,
+        ui_chart_runs=3,
+        ui_chart_epochs=300,
+        mlflow_ui_runs=300,
     ),
 }
 
@@ -174,3 +191,36 @@ def loadavg() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
+
+
+# -- the web UI's store (bench/ui_api.py, and MLflow's copy of it in mlflow_driver.py) -----------
+
+UI_T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the first run's start
+
+
+def ui_runs(n: int) -> Iterator[dict[str, Any]]:
+    """The finished runs of the UI benchmarks' store, one a minute: name, times (seconds since
+    the epoch), two params and, per metric of RUN_KEYS, 100 epochs summarised (last, min and
+    max with their epochs). Both tools' stores hold the same facts."""
+    rng = random.Random(0)
+    for i in range(n):
+        params = {"lr": rng.choice((0.1, 0.01, 0.001)), "units": rng.choice((32, 64))}
+        metrics = {}
+        for key in RUN_KEYS:
+            v = rng.random()
+            metrics[key] = {
+                "last": v,
+                "min": v / 2,
+                "min_epoch": rng.randrange(100),
+                "max": v * 2,
+                "max_epoch": rng.randrange(100),
+            }
+        start = UI_T0 + 60 * i
+        yield {
+            "id": f"{i:032x}",
+            "name": f"bench-{i:06d}",
+            "started": start,
+            "ended": start + 180,
+            "params": params,
+            "metrics": metrics,
+        }

@@ -164,6 +164,69 @@ def _process_timings(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def ui_store(a: argparse.Namespace) -> dict[str, Any]:
+    """A store for MLflow's UI holding the runs of tracker's UI benchmark (`common.ui_runs`):
+    the experiment made by MLflow, then runs, their name tag, params and each metric's latest
+    value (what MLflow's runs table reads) inserted in bulk into MLflow's own tables, with that
+    value as the metric's one history row (not 100 epochs: 20,000,000 rows would take hours
+    through MLflow's API)."""
+    from common import ui_runs
+    from mlflow.store.tracking.dbmodels import models
+    from sqlalchemy import create_engine, insert
+
+    client = MlflowClient(a.uri)
+    exp_id = client.create_experiment("bench-ui")
+    t0 = time.perf_counter()
+    runs, tags, params, latest = [], [], [], []
+    for r in ui_runs(a.runs):
+        rid, start, end = r["id"], int(r["started"] * 1000), int(r["ended"] * 1000)
+        runs.append(
+            {
+                "run_uuid": rid,
+                "name": r["name"],
+                "source_type": "LOCAL",
+                "source_name": "bench",
+                "entry_point_name": "",
+                "user_id": "bench",
+                "status": "FINISHED",
+                "start_time": start,
+                "end_time": end,
+                "deleted_time": None,
+                "source_version": "",
+                "lifecycle_stage": "active",
+                "artifact_uri": f"/tmp/mlflow-artifacts/{exp_id}/{rid}/artifacts",
+                "experiment_id": int(exp_id),
+            }
+        )
+        tags.append({"run_uuid": rid, "key": "mlflow.runName", "value": r["name"]})
+        params += [{"run_uuid": rid, "key": k, "value": str(v)} for k, v in r["params"].items()]
+        latest += [
+            {
+                "run_uuid": rid,
+                "key": k,
+                "value": m["last"],
+                "timestamp": end,
+                "step": 99,
+                "is_nan": False,
+            }
+            for k, m in r["metrics"].items()
+        ]
+    engine = create_engine(a.uri)
+    with engine.begin() as c:
+        c.execute(insert(models.SqlRun.__table__), runs)
+        c.execute(insert(models.SqlTag.__table__), tags)
+        c.execute(insert(models.SqlParam.__table__), params)
+        c.execute(insert(models.SqlLatestMetric.__table__), latest)
+        c.execute(insert(models.SqlMetric.__table__), latest)
+    engine.dispose()
+    return {
+        "experiment_id": exp_id,
+        "runs": a.runs,
+        "newest": runs[-1]["name"],
+        "build_s": time.perf_counter() - t0,
+    }
+
+
 def versions(a: argparse.Namespace) -> dict[str, Any]:
     import sqlalchemy
 
@@ -172,7 +235,8 @@ def versions(a: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("command", choices=["epoch_write", "fit", "ingest", "queries", "versions"])
+    commands = ["epoch_write", "fit", "ingest", "queries", "ui_store", "versions"]
+    p.add_argument("command", choices=commands)
     p.add_argument("--uri", default="")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--reps", type=int, default=5)

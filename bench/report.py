@@ -21,6 +21,10 @@ BEST_IN_PROCESS_S = 0.050
 HELP_PROCESS_S = 0.2
 QUERY_PROCESS_S = 0.5
 GROWTH_FLAT = 2.0  # cost at the largest store ÷ cost at the smallest
+UI_RUNS_PAGE_S = 1.0  # runs page first render, headless Chromium
+UI_API_PAGE_S = 0.020  # /api/runs page of 50, in process
+UI_SERIES_S = 0.100  # a series of 1,000,000 batch points served downsampled, in process
+UI_DRAW_S = 0.100  # 10 overlaid runs of 10,000 points drawn
 FORBIDDEN = "alembic, keras, tensorflow"
 Lines = list[str]
 
@@ -234,6 +238,62 @@ def _targets_growth(b: dict[str, Any]) -> Lines:
     return out
 
 
+def _targets_ui(b: dict[str, Any]) -> Lines:
+    out = []
+    pages = get(b, "ui_pages", "sqlite")
+    if pages:
+        ours, m = pages["runs_page"]["shown_s"], get(pages, "mlflow", "runs_page", "shown_s")
+        theirs = f"{secs(m)} ({pages['mlflow']['runs']:,} runs)" if m else "–"
+        out.append(
+            row(
+                f"6. runs page first render, {pages['runs']:,} runs, headless Chromium (sqlite)",
+                secs(ours),
+                theirs,
+                times(m, ours),
+                f"≤ {UI_RUNS_PAGE_S:.0f} s",
+                met(ours <= UI_RUNS_PAGE_S),
+            )
+        )
+    for be, a in (b.get("ui_api") or {}).items():
+        page = a["requests"]["api runs, page of 50"]
+        out.append(
+            row(
+                f"6. API runs page of 50, {a['runs']:,} runs, in process ({be})",
+                ms(page),
+                "–",
+                "–",
+                f"≤ {UI_API_PAGE_S * 1e3:.0f} ms",
+                met(page <= UI_API_PAGE_S),
+            )
+        )
+        series = a["series"]["series 1M -> 800"]
+        shown = a["series_shown"]
+        out.append(
+            row(
+                f"6. series of {a['batch_points']:,} batch points → {shown['shown']} shown, "
+                f"in process ({be})",
+                ms(series),
+                "–",
+                "–",
+                f"≤ {UI_SERIES_S * 1e3:.0f} ms",
+                met(series <= UI_SERIES_S),
+            )
+        )
+    charts = get(b, "ui_charts", "sqlite")
+    if charts:
+        out.append(
+            row(
+                f"6. {charts['runs']} overlaid runs × {charts['epochs']:,} points drawn (sqlite)",
+                ms(charts["draw_s"]),
+                "–",
+                "–",
+                f"≤ {UI_DRAW_S * 1e3:.0f} ms",
+                met(charts["draw_s"] <= UI_DRAW_S),
+            )
+        )
+    return out
+
+
 def targets(r: dict[str, Any]) -> Lines:
     b = r["benchmarks"]
     return [
@@ -246,6 +306,7 @@ def targets(r: dict[str, Any]) -> Lines:
         *_targets_ingest(b),
         *_targets_queries(b),
         *_targets_growth(b),
+        *_targets_ui(b),
         "",
     ]
 
@@ -520,9 +581,107 @@ def growth(r: dict[str, Any]) -> Lines:
     return out + ["", f"Load {load(g)}.", ""]
 
 
+def web_ui(r: dict[str, Any]) -> Lines:
+    b = r["benchmarks"]
+    apis, pages, charts = (
+        b.get("ui_api") or {},
+        get(b, "ui_pages", "sqlite"),
+        get(b, "ui_charts", "sqlite"),
+    )
+    if not (apis or pages or charts):
+        return []
+    out = ["## 6. Web UI (`tracker ui`)", ""]
+    if apis:
+        a0 = next(iter(apis.values()))
+        out += [
+            f"In process (Starlette's TestClient; `bench/ui_api.py`), on a store of {a0['runs']:,} "
+            "finished runs (4 metric summaries and 2 params each, bulk-inserted) plus one run "
+            f"with {a0['batch_points']:,} batch points of `loss` written through "
+            "`Store.log_batch_metrics` (which keeps their block summaries). Median of "
+            "repeated requests.",
+            "",
+            "| request | " + " | ".join(apis) + " |",
+            "|---|" + "---|" * len(apis),
+        ]
+        names = list(a0["requests"]) + list(a0["series"])
+        for name in names:
+            cells = [ms({**a["requests"], **a["series"]}[name]) for a in apis.values()]
+            out.append(row(name.replace("1M", f"{a0['batch_points']:,}"), *cells))
+        out += ["", "Load: " + ", ".join(f"{be} {load(a)}" for be, a in apis.items()) + ".", ""]
+    if pages:
+        p = pages["runs_page"]
+        out += [
+            f"Headless Chromium (Debian's, through Playwright; `bench/ui_pages.py`), "
+            f"{pages['runs']:,} runs on SQLite: *table shown* is navigation until the newest "
+            "run's name is visible; first contentful paint and the load event from the "
+            "browser's own timeline.",
+            "",
+            "| page | table shown | first contentful paint | load event |",
+            "|---|---|---|---|",
+            row("tracker runs page", secs(p["shown_s"]), secs(p["fcp_s"]), secs(p["load_s"])),
+        ]
+        m = pages.get("mlflow")
+        if m:
+            mp = m["runs_page"]
+            out.append(
+                row(
+                    f"MLflow UI runs page ({m['runs']:,} runs)",
+                    secs(mp["shown_s"]),
+                    secs(mp["fcp_s"]),
+                    secs(mp["load_s"]),
+                )
+            )
+        out += [
+            "",
+            f"The run page of the {pages['batch_points']:,}-point run with batches shown "
+            f"({pages['run_page_shown']} points drawn) is ready "
+            f"{secs(pages['run_page_ready_s'])} after navigation.",
+        ]
+        if m:
+            out += [
+                "",
+                "MLflow's store holds the same runs (names, start and end times, params, each "
+                "metric's last value), inserted in bulk into the tables MLflow made "
+                "(`mlflow_driver.py ui_store`), with one history row a metric instead of 100 "
+                "epochs: its runs page reads the latest values only, and 20,000,000 rows through "
+                "its API would take hours. Served by `mlflow server` (one worker) on SQLite; the "
+                "page is its experiment's runs table (`#/experiments/ID/runs`). MLflow's UI on "
+                "PostgreSQL was not measured.",
+            ]
+        out += ["", f"Load {load(pages)}.", ""]
+    if charts:
+        out += [
+            f"Compare page of {charts['runs']} runs × {charts['epochs']:,} epochs (loss and "
+            f"val_loss; `bench/ui_charts.py`): charts.js's time from data in hand to uPlot's "
+            f"first draw of the slowest chart {ms(charts['draw_s'])} ({charts['shown']:,} of "
+            f"{charts['total']:,} points drawn per chart after the server's downsampling); page "
+            f"ready {secs(charts['ready_s'])} after navigation, API included; uPlot alone "
+            f"drawing every point without downsampling {ms(charts['uplot_all_points_s'])}. "
+            f"Load {load(charts)}.",
+            "",
+        ]
+    return out
+
+
+def added(r: dict[str, Any]) -> Lines:
+    """Where benchmarks were added to this file by a later `run.py --add-to`."""
+    out = []
+    for a in r.get("added", []):
+        m = a.get("machine", {})
+        out.append(
+            f"*Added*: {', '.join(a['benchmarks'])} measured {a['started_at']} to "
+            f"{a['finished_at']} (size `{a['size']['name']}`) at commit "
+            f"`{(m.get('git_commit') or '?')[:10]}` by `{' '.join(a['command'])}`; load "
+            f"{(a['loadavg']['start'] or ['?'])[0]} at the start, "
+            f"{(a['loadavg']['end'] or ['?'])[0]} at the end."
+        )
+        out.append("")
+    return out
+
+
 def render(r: dict[str, Any]) -> str:
-    parts = (header, targets, epoch_write, fit_overhead, fit_overhead_backends, ingest, queries)
-    parts += (growth,)
+    parts = (header, added, targets, epoch_write, fit_overhead, fit_overhead_backends, ingest)
+    parts += (queries, growth, web_ui)
     return "\n".join(line for part in parts for line in part(r)).rstrip() + "\n"
 
 

@@ -4,6 +4,8 @@
     .venv/bin/python bench/run.py --postgres            # also PostgreSQL (throwaway cluster)
     .venv/bin/python bench/run.py --size tiny --skip-mlflow --only ingest,queries
     .venv/bin/python bench/report.py                    # bench/RESULTS.md from latest.json
+    .venv/bin/python bench/run.py --only ui_api,ui_pages,ui_charts --postgres \
+        --add-to bench/results/latest.json              # the web UI's, added to the last run
 
 MLflow is installed on first use into bench/.venv-mlflow (bench/mlflow-requirements.txt) and
 driven through bench/mlflow_driver.py in that virtualenv; tracker runs here. Results go to
@@ -37,6 +39,9 @@ BENCHMARKS: dict[str, tuple[str, str, bool]] = {
     "ingest": ("ingest", "run", True),
     "queries": ("queries", "run", True),
     "growth": ("queries", "growth", False),
+    "ui_api": ("ui_api", "run", True),
+    "ui_pages": ("ui_pages", "run", False),
+    "ui_charts": ("ui_charts", "run", False),
 }
 
 
@@ -54,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, help="results folder. Defaults to bench/results (full size only)"
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    p.add_argument(
+        "--add-to",
+        type=Path,
+        help="add the results of --only's benchmarks to this results file (and to latest.json\n"
+        "beside it when it is the latest), recording when and where they ran, instead of\n"
+        "writing a new file: e.g. the web UI's benchmarks added to the last full run",
+    )
     a = p.parse_args(argv)
     a.only = [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = [n for n in a.only if n not in BENCHMARKS]
@@ -119,9 +131,31 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results["loadavg_end"] = loadavg()
+    if a.add_to:
+        add_results(results, a.add_to)
+        return 0
     official = a.size == "full" and len(a.only) == len(BENCHMARKS)
     write_results(results, a.out, official=official)
     return 0
+
+
+def add_results(results: dict[str, Any], path: Path) -> None:
+    """Merge `results`' benchmarks into the results file `path`, with a note of their run."""
+    data = json.loads(path.read_text())
+    latest = path.parent / "latest.json"
+    is_latest = latest.exists() and json.loads(latest.read_text()).get("file") == data.get("file")
+    data["benchmarks"].update(results["benchmarks"])
+    run = {k: results[k] for k in ("started_at", "finished_at", "command", "size", "machine")}
+    run["loadavg"] = {"start": results["loadavg_start"], "end": results["loadavg_end"]}
+    run["benchmarks"] = sorted(results["benchmarks"])
+    # an earlier addition of the same benchmarks is replaced, not kept beside this one
+    kept = [a for a in data.get("added", []) if not set(a["benchmarks"]) <= set(run["benchmarks"])]
+    data["added"] = [*kept, run]
+    text = json.dumps(data, indent=1) + "\n"
+    path.write_text(text)
+    if is_latest:
+        latest.write_text(text)
+    log(f"results added to {path}" + (" (and latest.json)" if is_latest else ""))
 
 
 def write_results(results: dict[str, Any], out: Path | None, official: bool) -> None:

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
-from tests.ui_browser import CHROMIUM, Server  # noqa: E402
+from ui_pages import launch  # noqa: E402
+
+from tests.ui_browser import Server  # noqa: E402
 from tracker import open_store  # noqa: E402
 from tracker.ui.app import create_app  # noqa: E402
 
@@ -60,46 +63,63 @@ def make_store(url: str, runs: int, epochs: int) -> list[str]:
     return ids
 
 
+def measure(workdir: Path, runs: int, epochs: int, repeat: int) -> dict[str, Any]:
+    url = f"sqlite:///{workdir}/charts.db"
+    t = time.perf_counter()
+    ids = make_store(url, runs, epochs)
+    out: dict[str, Any] = {"runs": runs, "epochs": epochs, "build_s": time.perf_counter() - t}
+    store = open_store(url)
+    path = "/compare?" + "&".join(f"run={i}" for i in ids)
+    draws, walls, full = [], [], []
+    from playwright.sync_api import sync_playwright
+
+    with Server(create_app(store)) as server, sync_playwright() as pw:
+        browser = launch(pw)
+        for _ in range(repeat):
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            t = time.perf_counter()
+            page.goto(server.base + path)
+            page.wait_for_function(
+                "() => document.querySelector('#charts')?.dataset.state === 'ready'",
+                timeout=60_000,
+            )
+            walls.append(time.perf_counter() - t)
+            charts = page.evaluate("window.trackerCharts")
+            draws.append(max(c["drawMs"] for c in charts) / 1000)
+            out["shown"], out["total"] = charts[0]["shown"], charts[0]["total"]
+            full.append(page.evaluate(FULL_DRAW, [runs, epochs]) / 1000)
+            page.close()
+        browser.close()
+    store.close()
+    out["draw_s"] = statistics.median(draws)
+    out["ready_s"] = statistics.median(walls)
+    out["uplot_all_points_s"] = statistics.median(full)
+    return out
+
+
+def run(ctx: Any, backend: str) -> dict[str, Any]:
+    """bench/run.py's entry (SQLite only)."""
+    size = ctx.size
+    return measure(
+        ctx.scratch("ui-charts"), size.ui_chart_runs, size.ui_chart_epochs, size.ui_browser_reps
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
-
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        t = time.perf_counter()
-        ids = make_store(url, args.runs, args.epochs)
-        print(f"store: {args.runs} runs x {args.epochs} epochs in {time.perf_counter() - t:.1f} s")
-        store = open_store(url)
-        path = "/compare?" + "&".join(f"run={i}" for i in ids)
-        draws, walls, full = [], [], []
-        with Server(create_app(store)) as server, sync_playwright() as pw:
-            root = ["--no-sandbox"] if os.geteuid() == 0 else []
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=root)
-            for _ in range(args.repeat):
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                t = time.perf_counter()
-                page.goto(server.base + path)
-                page.wait_for_function(
-                    "() => document.querySelector('#charts')?.dataset.state === 'ready'",
-                    timeout=60_000,
-                )
-                walls.append((time.perf_counter() - t) * 1000)
-                charts = page.evaluate("window.trackerCharts")
-                draws.append(max(c["drawMs"] for c in charts))
-                shown, total = charts[0]["shown"], charts[0]["total"]
-                full.append(page.evaluate(FULL_DRAW, [args.runs, args.epochs]))
-                page.close()
-            browser.close()
-        store.close()
-    print(f"points drawn per chart: {shown} of {total} (server-side downsampling)")
-    print(f"charts.js data->first draw, slowest chart: median {statistics.median(draws):.1f} ms")
-    print(f"navigation -> charts ready (API included): median {statistics.median(walls):.0f} ms")
+        r = measure(Path(tmp), args.runs, args.epochs, args.repeat)
+    print(f"store: {args.runs} runs x {args.epochs} epochs in {r['build_s']:.1f} s")
+    print(f"points drawn per chart: {r['shown']} of {r['total']} (server-side downsampling)")
+    print(f"charts.js data->first draw, slowest chart: median {r['draw_s'] * 1000:.1f} ms")
+    print(f"navigation -> charts ready (API included): median {r['ready_s'] * 1000:.0f} ms")
     n = 2 * args.runs * args.epochs
-    print(f"uPlot alone, {n} points not downsampled: median {statistics.median(full):.1f} ms")
+    alone = r["uplot_all_points_s"] * 1000
+    print(f"uPlot alone, {n} points not downsampled: median {alone:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tracker.cli import analysis, db, restore, runs, sync, ui
+from tracker.cli import analysis, artifacts, db, restore, runs, sync, ui
 from tracker.cli.options import App
 from tracker.config import mask_url
 from tracker.errors import TrackerError
@@ -79,6 +79,7 @@ cli.add_command(restore.restore)
 cli.add_command(db.db)
 cli.add_command(sync.sync)
 cli.add_command(ui.ui)
+cli.add_command(artifacts.artifacts)
 
 
 if __name__ == "__main__":

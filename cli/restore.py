@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tracker import views
-from tracker.checkpoints import copy_verified
+from tracker.artifacts import copy_out
 from tracker.cli.options import pass_store, progress_bar
 
 if TYPE_CHECKING:
@@ -53,7 +53,9 @@ def restore(
 
     By default the best epoch by the metric that has a checkpoint of its end, named in the
     output (with a note when the run's best epoch itself has none). A checkpoint whose file is
-    missing or was changed since it was recorded is refused, as is a --to whose suffix does not
+    missing or was changed since it was recorded is fetched from the artifact store instead
+    ($TRACKER_ARTIFACTS when it holds the copy, else where the run put it), verified as it
+    streams; with no matching copy there either it is refused, as is a --to whose suffix does not
     fit the file's format (.keras: full model, .weights.h5: weights, .h5/.hdf5: legacy HDF5), in
     a missing folder, or over an existing file without --force. Epochs and batches count from 0.
 
@@ -73,5 +75,5 @@ def restore(
     detail, choice = select_checkpoints(store, run, epoch=epoch, batch=batch, metric=metric)
     ck = views.choose_for_target(choice, to)
     with progress_bar(ck.size, f"Copying {Path(ck.path).name}", min_length=64 << 20) as advance:
-        written = copy_verified(ck, to, force=force, progress=advance)
-    click.echo(views.restored(detail.run, ck, written, choice))
+        written, source = copy_out(ck, to, force=force, progress=advance)
+    click.echo(views.restored(detail.run, ck, written, choice, source))

@@ -124,12 +124,14 @@ def runs_list(
 def runs_show(store: Store, run: str, fmt: str) -> None:
     """Show everything RUN recorded: params, environment, model, epochs, stop reason, files.
 
-    Each checkpoint is checked on disk (size and sha256) and marked ok, missing or modified.
+    Each checkpoint is checked on disk (size and sha256) and marked ok, missing or modified,
+    and said to be available from the local file, the artifact store (a confirmed copy of the
+    recorded size), both or neither.
     CSV holds the per-epoch table. JSON: the run's keys as in `runs list` (with `epochs_done`
     for the count), `epochs` ([{"epoch", "metrics", "lr"}]), `fit_params`, `environment`,
     `model`, `references`, `stop` (reason, epoch and the EarlyStopping details: monitor,
     patience, best, best_epoch, restored_epoch, ...), `summaries` and `checkpoints` (epoch,
-    path, sha256, size, monitor, value, is_best, state, ...).
+    path, sha256, size, monitor, value, is_best, state, artifact_uri, uploaded, available, ...).
 
     \b
     Example:
@@ -146,18 +148,25 @@ def runs_show(store: Store, run: str, fmt: str) -> None:
 def runs_delete(store: Store, refs: tuple[str, ...], yes: bool) -> None:
     """Delete runs with their metrics, params, tags and checkpoint records.
 
-    Checkpoint files on disk are left alone. Asks first unless --yes; without a terminal to ask
-    on, refuses.
+    Their copies in the artifact store (each run's folder there) are deleted too; the files
+    ModelCheckpoint wrote elsewhere are left alone. Asks first unless --yes; without a terminal
+    to ask on, refuses.
 
     \b
     Example:
       tracker runs delete 3f2a9c1e quiet-otter-1a2b --yes
     """
+    from tracker import uploads
+
     found = store.get_runs(refs)
-    confirm(f"Delete {views.run_names(found)}?", yes)
+    roots = uploads.run_roots(store, [r.id for r in found])
+    also = f" and their files in {views.store_names(roots)}" if roots else ""
+    confirm(f"Delete {views.run_names(found)}{also}?", yes)
     with progress_bar(len(found), "Deleting runs", min_length=200) as advance:
         deleted = store.delete_runs([r.id for r in found], progress=advance)
     click.echo(f"Deleted {deleted} run{'s' if deleted != 1 else ''}.")
+    for problem in uploads.delete_copies(roots):
+        click.echo(f"warning: could not delete {problem}", err=True)
 
 
 @runs.command(name="tag")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -33,6 +34,7 @@ def _isolated_env(tmp_path, monkeypatch):
     """No test may touch a real user database or artifacts folder."""
     monkeypatch.setenv("TRACKER_DB_URL", f"sqlite:///{tmp_path}/default.db")
     monkeypatch.delenv("TRACKER_ARTIFACTS_DIR", raising=False)
+    monkeypatch.delenv("TRACKER_ARTIFACTS", raising=False)
     monkeypatch.setenv("TRACKER_SPOOL", str(tmp_path / "spool.db"))
 
 
@@ -97,3 +99,38 @@ def store(db_url) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+# -- an S3-compatible endpoint for the artifact-store tests -----------------------------------
+
+S3_BUCKET = "tracker-artifacts"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from tests.s3server import MotoServer
+
+    server = MotoServer()
+    try:
+        server.start()
+    except Exception as e:  # noqa: BLE001
+        server.stop()
+        pytest.fail(f"moto server could not start: {e}")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client of the endpoint, with credentials only where S3 clients look for them:
+    the environment."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEYID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-never-stored")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    import boto3
+
+    client = boto3.client("s3")
+    if S3_BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=S3_BUCKET)
+    return client

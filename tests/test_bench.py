@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["epoch_write", "fit_overhead", "ingest", "queries", "growth"]
+BENCHMARKS = ["epoch_write", "fit_overhead", "ingest", "queries", "growth", "ui_api"]
 
 pytestmark = pytest.mark.slow
 

@@ -41,8 +41,10 @@ COMMANDS = [
     ["db", "downgrade"],
     ["sync"],
     ["ui"],
+    ["artifacts"],
+    ["artifacts", "push"],
 ]
-LEAVES = [c for c in COMMANDS if c and c not in (["runs"], ["db"])]
+LEAVES = [c for c in COMMANDS if c and c not in (["runs"], ["db"], ["artifacts"])]
 
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])

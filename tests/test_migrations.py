@@ -20,7 +20,18 @@ from tracker.schema import HEAD, KNOWN_REVISIONS
 
 from .helpers import seed_run
 
-TABLES = {"experiments", "runs", "params", "tags", "metrics", "metric_summaries", "checkpoints"}
+TABLES = {
+    "experiments",
+    "runs",
+    "params",
+    "tags",
+    "metrics",
+    "metric_summaries",
+    "batch_blocks",
+    "checkpoints",
+    "database_identity",
+    "run_destinations",
+}
 
 
 def test_single_head_and_known_revisions_match_scripts():
@@ -58,6 +69,19 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
 def test_open_store_migrates_an_empty_database(db_url):
     with open_store(db_url) as s:
         assert current_revision(s.engine) == HEAD
+
+
+def test_a_database_gets_its_identity_once(db_url, tmp_path):
+    with open_store(db_url) as s:
+        made = s.identity
+    with open_store(db_url) as s:
+        assert s.identity == made and made is not None and len(made) == 32
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM database_identity")).scalars().all() == [made]
+    engine.dispose()
+    with open_store(f"sqlite:///{tmp_path}/another.db") as other:
+        assert other.identity != made
 
 
 def test_newer_schema_is_refused_and_left_alone(db_url):
@@ -100,6 +124,7 @@ def _assert_legacy_data_usable(store):
         ("old-best", 1, 0.3),
         ("old-nan", 1, 0.8),
     ]
+    _assert_batch_blocks_backfilled(store, runs["old-best"].id)
     loss = [p.value for p in store.metric_history(runs["old-nan"].id, ["loss"])]
     assert loss[0] == 1.2 and math.isnan(loss[1])
     assert store.metric_history(runs["old-nan"].id, ["val_loss"])[0].value == math.inf
@@ -111,6 +136,36 @@ def _assert_legacy_data_usable(store):
     assert store.best_runs("val_loss")[0].run.name == "new-run"
 
 
+def _assert_batch_blocks_backfilled(store, run_id):
+    """The upgrade summarised the batch points already stored: a chart drawn from the blocks
+    equals one drawn from every point."""
+    from tests.data.make_schema_db import BATCHES
+    from tracker.ui import series as ser
+
+    rows = store.metric_series(run_id, ["loss"], batches=True)[1]["loss"]
+    assert [(e, s, v) for e, s, v in rows] == BATCHES
+    with store.engine.connect() as conn:
+        blocks = conn.exec_driver_sql("SELECT epoch, block, count FROM batch_blocks").all()
+    assert sorted(blocks) == [(e, b, 64 if b < 2 else 22) for e in range(2) for b in range(3)]
+    for max_points, x_min, x_max in [(12, None, None), (30, 0.3, 1.9), (3, None, None)]:
+        _, got = store.batch_series(
+            run_id,
+            ["loss"],
+            lambda run, src, n=max_points, lo=x_min, hi=x_max: ser.build_from_blocks(
+                src, steps_per_epoch=None, max_points=n, x_min=lo, x_max=hi
+            ),
+        )
+        want = ser.build(
+            rows,
+            batches=True,
+            steps_per_epoch=None,
+            max_points=max_points,
+            x_min=x_min,
+            x_max=x_max,
+        )
+        assert got["loss"] == want and want.total > len(want.x)
+
+
 @pytest.mark.parametrize("rev", OLD_REVISIONS)
 def test_upgrade_sqlite_file_from_released_schema(tmp_path, rev):
     src = Path(__file__).parent / "data" / f"schema_{rev}.db"
@@ -119,6 +174,7 @@ def test_upgrade_sqlite_file_from_released_schema(tmp_path, rev):
     with open_store(f"sqlite:///{db}") as store:  # SQLite files are upgraded on open
         assert current_revision(store.engine) == HEAD
         assert _diff(store.engine) == []
+        assert store.identity is not None  # made by the upgrade
         _assert_legacy_data_usable(store)
 
 
@@ -135,6 +191,7 @@ def test_upgrade_postgres_from_released_schema(pg_url, rev):
     assert _diff(engine) == []
     engine.dispose()
     with open_store(pg_url) as store:
+        assert store.identity is not None
         _assert_legacy_data_usable(store)
 
 

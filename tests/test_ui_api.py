@@ -222,6 +222,85 @@ def test_series_zoom_and_after_epoch(store, client):
     assert set(later["epoch"]) == {3} and later["total"] == 500
 
 
+def seed_awkward_batches(store, steps_per_epoch):
+    """A batch-level `loss` that tests every rule of the blocks: NaN (alone and whole blocks of
+    it), infinities, ties of the minimum and maximum, a missing step, epochs of different
+    lengths, written in chunks that split blocks (so stored blocks are merged with new points)."""
+    run_id = seed_run(store, {"loss": [1.0] * 6}, name="awkward")
+    if steps_per_epoch:
+        store.update_run(run_id, fit_params={"steps": steps_per_epoch})
+    rng = random.Random(7)
+    points = []
+    for e, n in enumerate([300, 130, 64, 1, 700, 257]):
+        for s in range(n):
+            if (e, s) == (1, 50):
+                continue  # a step never recorded
+            v = round(rng.random(), 1)  # many ties
+            v = math.nan if rng.random() < 0.05 or (e == 4 and 128 <= s < 192) else v
+            v = {(0, 10): math.inf, (4, 5): -math.inf, (5, 256): math.nan}.get((e, s), v)
+            points.append(MetricPoint("loss", e, s, v, T0))
+    for i in range(0, len(points), 37):
+        store.log_batch_metrics(run_id, points[i : i + 37])
+    return run_id
+
+
+@pytest.mark.parametrize("steps_per_epoch", [None, 800])
+def test_batch_series_from_blocks_equal_reading_every_point(store, client, steps_per_epoch):
+    """The block summaries give, bucket by bucket, the very min, max and last points that
+    downsampling every raw row gives (served by the API; the reference reads all rows)."""
+    run_id = seed_awkward_batches(store, steps_per_epoch)
+    rows = store.metric_series(run_id, ["loss"], batches=True)[1]["loss"]
+    assert len(rows) == 1451
+    url = f"/api/runs/{run_id}/series?key=loss&batches=1"
+    cases = [(None, None, 3), (None, None, 30), (None, None, 800), (None, None, 2000)]
+    cases += [(0.5, 4.7, 60), (0.013, 4.2, 99), (4.0, 4.9, 30), (2.0, 3.0, 9), (5.2, None, 12)]
+    cases += [(1.0, 1.0, 3), (6.5, 9.0, 30), (None, 0.2, 6)]
+    for x_min, x_max, max_points in cases:
+        q = f"{url}&max_points={max_points}"
+        q += "" if x_min is None else f"&x_min={x_min}"
+        q += "" if x_max is None else f"&x_max={x_max}"
+        got = get_json(client, q)["series"]["loss"]
+        want = ser.build(
+            rows,
+            batches=True,
+            steps_per_epoch=steps_per_epoch,
+            max_points=max_points,
+            x_min=x_min,
+            x_max=x_max,
+        )
+        assert got == strict_json(ser_json(want)), (x_min, x_max, max_points)
+    live = get_json(client, f"{url}&max_points=30&after_epoch=3")["series"]["loss"]
+    later = [r for r in rows if r[0] > 3]
+    want = ser.build(later, batches=True, steps_per_epoch=steps_per_epoch, max_points=30)
+    assert live == strict_json(ser_json(want))
+
+
+def ser_json(series):
+    from tracker.ui.api import dumps
+
+    return dumps(series.to_json())
+
+
+def test_batch_series_of_every_key_when_none_is_named(store, client):
+    """No key: every key the run has batch points of (what a run's first epoch shows)."""
+    run_id = seed_awkward_batches(store, None)
+    got = get_json(client, f"/api/runs/{run_id}/series?batches=1&max_points=30")["series"]
+    assert list(got) == ["loss"] and got["loss"]["total"] == 1451
+
+
+def test_batch_blocks_follow_discarded_epochs_and_deleted_runs(store, client):
+    run_id = seed_awkward_batches(store, None)
+    store.discard_epochs(run_id, 4)
+    rows = store.metric_series(run_id, ["loss"], batches=True)[1]["loss"]
+    got = get_json(client, f"/api/runs/{run_id}/series?key=loss&batches=1&max_points=30")
+    want = ser.build(rows, batches=True, steps_per_epoch=None, max_points=30)
+    assert got["series"]["loss"] == strict_json(ser_json(want))
+    assert max(got["series"]["loss"]["epoch"]) == 3
+    store.delete_runs([run_id])
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM batch_blocks").scalar() == 0
+
+
 def test_series_epoch_level_and_export(store, client):
     ids = seed_three(store)
     data = get_json(client, "/api/runs/run-c/series?key=val_loss")
@@ -286,6 +365,8 @@ def test_batch_x_uses_steps_per_epoch_or_the_epochs_last_step():
         ("/api/runs?sort=val_los", 400, "no metric 'val_los'"),
         ("/api/runs?tag=team", 400, "tag must be KEY=VALUE"),
         ("/api/runs/run-a/series?key=nope", 400, "no metric 'nope'"),
+        ("/api/runs/run-a/series?key=loss&batches=1", 400, "no metric 'loss' at batch level"),
+        ("/api/runs/nope/series?batches=1", 404, "no run matches"),
         ("/api/runs/run-a/series?x_min=nan", 400, "x_min must be a finite number"),
         ("/api/compare?run=run-a", 400, "at least two runs"),
         ("/api/best?metric=val_los", 400, "no metric"),

@@ -18,10 +18,12 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import pytest
 
 from tests.ui_browser import (  # noqa: F401 - fixtures too
+    BATCH_EPOCH_TIMES,
     BATCH_EPOCHS,
     BATCH_STEPS,
     HOSTILE,
     Server,
+    batch_value,
     browser,
     fitted,
     log_epoch,
@@ -322,6 +324,106 @@ def test_batch_series_are_downsampled_and_a_zoom_fetches_its_range_again(ui, ui_
     ui.page.wait_for_function("() => !window.trackerCharts[0].refetched")
     reset = ui.page.evaluate("window.trackerCharts[0]")
     assert reset["zoom"] is None and reset["shown"] == loss["shown"]
+
+
+def test_a_zoom_on_elapsed_time_fetches_its_range_again(ui, ui_store):
+    """x = elapsed time: the zoom's time range is fetched again as batch positions, and every
+    batch point whose time falls in it is drawn at that time."""
+    run_id = ui_store.fits.ids["batches"]
+    ui.open(f"/runs/{run_id}?batches=1&x=time")
+    before = line(chart(ui.charts(), "loss"), run_id, "loss")
+    assert max(before["x"]) <= sum(BATCH_EPOCH_TIMES) and len(before["x"]) < 4000
+
+    drag(ui, "loss", 0.3, 0.4)
+    ui.page.wait_for_function("() => window.trackerCharts[0].refetched")
+    zoomed = ui.page.evaluate("window.trackerCharts[0]")
+    lo, hi = zoomed["zoom"]["min"], zoomed["zoom"]["max"]
+    drawn = line(zoomed, run_id, "loss")
+    inside = [(x, y) for x, y in zip(drawn["x"], drawn["y"], strict=True) if lo <= x <= hi]
+    expected = []
+    start = 0.0
+    for e, d in enumerate(BATCH_EPOCH_TIMES):
+        for s in range(BATCH_STEPS):
+            t = start + s / BATCH_STEPS * d
+            if lo <= t <= hi:
+                expected.append((t, batch_value(e, s)))
+        start += d
+    assert len(expected) > 2 * len([x for x in before["x"] if lo <= x <= hi])
+    assert [x for x, _ in inside] == pytest.approx([t for t, _ in expected], abs=1e-9)
+    assert [y for _, y in inside] == pytest.approx([v for _, v in expected])
+
+
+def test_batch_view_puts_epoch_values_and_markers_at_their_epochs_end(ui, ui_store):
+    """With batches, x = epoch + step / steps: epoch e's batches span [e, e + 1), so its
+    val_loss and the best-epoch marker sit at e + 1, after its last batch."""
+    run_id = ui_store.fits.ids["batches"]
+    ui.open(f"/runs/{run_id}?batches=1")
+    loss = chart(ui.charts(), "loss")
+    val = line(loss, run_id, "val_loss")
+    assert val["x"] == [e + 1 for e in range(BATCH_EPOCHS)]
+    assert val["y"] == pytest.approx([1.1 / (e + 1) for e in range(BATCH_EPOCHS)])
+    best = next(m for m in loss["markers"] if m["kind"] == "best")
+    assert best["epoch"] == BATCH_EPOCHS - 1 and best["x"] == BATCH_EPOCHS
+    batches = line(loss, run_id, "loss")["x"]
+    assert max(batches) == pytest.approx(BATCH_EPOCHS - 1 + (BATCH_STEPS - 1) / BATCH_STEPS)
+
+    ui.open(f"/runs/{run_id}")  # by epoch: each value at its epoch, as everywhere else
+    loss = chart(ui.charts(), "loss")
+    assert line(loss, run_id, "val_loss")["x"] == list(range(BATCH_EPOCHS))
+    assert next(m for m in loss["markers"] if m["kind"] == "best")["x"] == BATCH_EPOCHS - 1
+
+
+def test_a_run_with_batch_points_and_no_epoch_yet_charts_its_batches(ui, ui_store):
+    run_id = ui_store.fits.ids["batches-only"]
+    ui.open(f"/runs/{run_id}")
+    loss = chart(ui.charts(), "loss")
+    drawn = line(loss, run_id, "loss")
+    assert drawn["x"] == pytest.approx([s / 100 for s in range(100)])
+    assert drawn["y"] == pytest.approx([2.0 - s / 100 for s in range(100)])
+    text = ui.page.inner_text("#charts")
+    assert "No epochs recorded yet" not in text and "100 points" in text
+
+
+def test_back_and_forward_step_through_the_chart_views(ui, ui_store):
+    run_id = ui_store.fits.ids["plain"]
+    ui.open(f"/runs/{run_id}")
+    ui.charts()
+    ui.page.select_option("#charts select[name=x]", "time")
+    ui.page.wait_for_url("**x=time**")
+    ui.page.select_option("#charts select[name=y]", "log")
+    ui.page.wait_for_url("**y=log**")
+
+    def view():
+        loss = chart(ui.page.evaluate("window.trackerCharts"), "loss")
+        shown = (
+            ui.page.input_value("#charts select[name=x]"),
+            ui.page.input_value("#charts select[name=y]"),
+        )
+        return parse_qs(urlsplit(ui.page.url).query), shown, loss["scales"]["yDistr"]
+
+    ui.page.go_back()
+    ui.page.wait_for_function("() => window.trackerCharts[0].scales.y === 'lin'")
+    assert view() == ({"x": ["time"]}, ("time", "lin"), 1)
+    ui.page.go_back()
+    ui.page.wait_for_function("() => window.trackerCharts[0].scales.x === 'epoch'")
+    assert view() == ({}, ("epoch", "lin"), 1)
+    ui.page.go_forward()
+    ui.page.wait_for_function("() => window.trackerCharts[0].scales.x === 'time'")
+    assert view() == ({"x": ["time"]}, ("time", "lin"), 1)
+    ui.page.reload()  # a reload (or the copied link) gives the same view
+    ui.charts()
+    assert view() == ({"x": ["time"]}, ("time", "lin"), 1)
+
+
+def test_the_theme_toggle_redraws_the_charts_in_its_colours(ui, ui_store):
+    ui.open(f"/runs/{ui_store.fits.ids['plain']}")
+    before = ui.charts()[0]["fg"]
+    colour = "() => getComputedStyle(document.querySelector('#charts')).color"
+    assert before == ui.page.evaluate(colour)
+    ui.page.click("#theme-toggle")
+    ui.page.wait_for_function(f"() => window.trackerCharts[0].fg !== {before!r}")
+    after = ui.page.evaluate("window.trackerCharts[0].fg")
+    assert after == ui.page.evaluate(colour) and after != before
 
 
 def drag(ui, metric, start, end):

@@ -120,6 +120,7 @@ def add_open_runs(store: Store, fits: Fits) -> None:
     store.finish_run(hostile.id, status="finished", stop_reason="completed")
     fits.ids["live"], fits.ids["hostile"] = live.id, hostile.id
     fits.ids["batches"] = batch_run(store)
+    fits.ids["batches-only"] = batches_only_run(store)
     # a process that died: its heartbeat deadline (two intervals) passed long ago
     dead = store.create_run(experiment="ui", name="died", heartbeat_interval=0.001)
     for e in range(2):
@@ -128,24 +129,39 @@ def add_open_runs(store: Store, fits: Fits) -> None:
 
 
 BATCH_EPOCHS, BATCH_STEPS = 4, 5000
+BATCH_EPOCH_TIMES = [2.0, 3.0, 4.0, 5.0]  # seconds: epochs of different lengths
+
+
+def batch_value(e: int, s: int) -> float:
+    return 1.0 / (1 + e + s / BATCH_STEPS) + 0.05 * (s % 7)
 
 
 def batch_run(store: Store) -> str:
-    """A run with 20,000 batch points of `loss`: more than a chart shows, so downsampled."""
+    """A run with 20,000 batch points of `loss`: more than a chart shows, so downsampled; its
+    epochs took BATCH_EPOCH_TIMES (for the elapsed-time axis)."""
     run = store.create_run(
         experiment="ui", name="many-batches", fit_params={"steps": BATCH_STEPS},
         epochs_planned=BATCH_EPOCHS,
     )  # fmt: skip
     now = datetime.now(timezone.utc)
     for e in range(BATCH_EPOCHS):
-        points = [
-            MetricPoint("loss", e, s, 1.0 / (1 + e + s / BATCH_STEPS) + 0.05 * (s % 7), now)
-            for s in range(BATCH_STEPS)
-        ]
-        store.log_epoch(
-            run.id, e, {"loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1)}, batches=points
-        )
+        points = [MetricPoint("loss", e, s, batch_value(e, s), now) for s in range(BATCH_STEPS)]
+        metrics = {"loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1)}
+        metrics["epoch_time_s"] = BATCH_EPOCH_TIMES[e]
+        store.log_epoch(run.id, e, metrics, batches=points)
     store.finish_run(run.id, status="finished", stop_reason="completed")
+    return run.id
+
+
+def batches_only_run(store: Store) -> str:
+    """A run in its first epoch with `log_every_n_batches`: 100 batch points, no epoch yet."""
+    run = store.create_run(
+        experiment="ui", name="first-epoch", epochs_planned=3, heartbeat_interval=LONG_HEARTBEAT
+    )
+    now = datetime.now(timezone.utc)
+    store.log_batch_metrics(
+        run.id, [MetricPoint("loss", 0, s, 2.0 - s / 100, now) for s in range(100)]
+    )
     return run.id
 
 

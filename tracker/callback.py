@@ -17,8 +17,9 @@ from typing import Any
 import keras
 
 from tracker import introspect
+from tracker.artifacts import ArtifactStore, local_folder, store_location
 from tracker.checkpointing import CheckpointKeeper
-from tracker.config import default_artifacts_dir, resolve_url
+from tracker.config import resolve_url
 from tracker.db import load_dialect
 from tracker.environment import collect_environment
 from tracker.exits import TerminatedBySignal, die_by_signal
@@ -52,8 +53,14 @@ class TrackingCallback(keras.callbacks.Callback):
         min_delta: smallest change of `monitor` that counts as an improvement.
         save_best_weights: keep the run's best weights as a `.weights.h5` checkpoint.
             Defaults to `True`.
-        artifacts_dir: folder for that file. Defaults to `<db file stem>-artifacts/` beside a
-            SQLite database, else `TRACKER_ARTIFACTS_DIR` or `./tracker-artifacts`.
+        artifacts_dir: local folder for that file. Defaults to `TRACKER_ARTIFACTS_DIR`, else
+            `<db file stem>-artifacts/` beside a SQLite database, else `./tracker-artifacts`.
+        artifacts: the artifact store the run's files are copied to, so any machine can
+            restore them: a folder (local or shared, such as NFS) or an fsspec URL
+            (`s3://bucket/prefix`, `gs://...`; credentials from the protocol's own sources).
+            Defaults to `TRACKER_ARTIFACTS`, else the `artifacts_dir` folder itself.
+        upload_checkpoints: also copy every file ModelCheckpoint writes to the artifact store
+            (in the background; the files stay where they were written). Defaults to `False`.
         log_every_n_batches: also record every Nth batch's logs (running averages within the
             epoch, as Keras reports them). Defaults to `None` (off).
         heartbeat_interval: seconds between heartbeats; a run silent for two intervals is shown
@@ -79,6 +86,8 @@ class TrackingCallback(keras.callbacks.Callback):
         min_delta: float = 0.0,
         save_best_weights: bool = True,
         artifacts_dir: str | os.PathLike[str] | None = None,
+        artifacts: str | os.PathLike[str] | None = None,
+        upload_checkpoints: bool = False,
         log_every_n_batches: int | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
         spool_path: str | os.PathLike[str] | None = None,
@@ -112,6 +121,8 @@ class TrackingCallback(keras.callbacks.Callback):
         self.min_delta = abs(min_delta)
         self.save_best_weights = save_best_weights
         self.artifacts_dir = artifacts_dir
+        self.artifacts = artifacts
+        self.upload_checkpoints = bool(upload_checkpoints)
         self.log_every_n_batches = log_every_n_batches
         self.heartbeat_interval = float(heartbeat_interval)
         self.spool_path = spool_path
@@ -173,10 +184,11 @@ class TrackingCallback(keras.callbacks.Callback):
         if refs:
             recorder.call(Store.update_run, session.run_id, references=refs)
         es = introspect.early_stopping(others)
+        store, folder = self._artifacts_store()
         session.keeper = CheckpointKeeper(
             recorder,
             session.run_id,
-            self._artifacts_base() / session.run_id / "best.weights.h5",
+            folder / session.run_id / "best.weights.h5",
             monitor=choose_monitor(
                 self.monitor,
                 es.monitor if es is not None else None,
@@ -185,6 +197,8 @@ class TrackingCallback(keras.callbacks.Callback):
             mode=self.mode,
             min_delta=self.min_delta,
             keep_best=self.save_best_weights,
+            artifacts=store,
+            upload_checkpoints=self.upload_checkpoints,
         )
         if cb_list is not None:
             self._install_guard(cb_list, fit_frame)
@@ -211,11 +225,14 @@ class TrackingCallback(keras.callbacks.Callback):
             started_at=utcnow(),
         )
 
-    def _artifacts_base(self) -> Path:
-        base = self.artifacts_dir
-        if base is None:
-            base = default_artifacts_dir(self._store.url if self._store else resolve_url(self.db))
-        return Path(base).expanduser().resolve()
+    def _artifacts_store(self) -> tuple[ArtifactStore, Path]:
+        """The artifact store, and the local folder of the best-weights file: the store itself
+        when it is a folder and no `artifacts_dir` says otherwise."""
+        url = self._store.url if self._store else resolve_url(self.db)
+        store = ArtifactStore(store_location(self.artifacts, self.artifacts_dir, url))
+        if store.local is not None and self.artifacts_dir is None:
+            return store, store.local
+        return store, local_folder(self.artifacts_dir, url)
 
     def _install_guard(self, cb_list: Any, fit_frame: Any) -> None:
         guard = FitGuard(

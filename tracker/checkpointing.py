@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from tracker import introspect
+from tracker.artifacts import ArtifactStore, best_key, checkpoint_key, shown
 from tracker.checkpoints import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
 from tracker.notices import warn
 from tracker.recorder import RunRecorder
 from tracker.records import SummaryRecord
 from tracker.store import Store
+from tracker.uploads import Uploader
 from tracker.values import scalar
 
 SAVE_INTERVAL_S = 60.0
@@ -39,8 +41,13 @@ class CheckpointKeeper:
         mode: str,
         min_delta: float,
         keep_best: bool,
+        artifacts: ArtifactStore | None = None,
+        upload_checkpoints: bool = False,
     ) -> None:
         self._recorder = recorder
+        self._artifacts = artifacts
+        self._upload_checkpoints = upload_checkpoints
+        self._uploader: Uploader | None = None
         self.run_id = run_id
         self.best_path = best_path
         self._monitor = monitor
@@ -115,13 +122,36 @@ class CheckpointKeeper:
         )
 
     def flush(self, model: Any) -> None:
-        """Write the best weights kept in memory (called when the run ends, however it ends)."""
+        """Write the best weights kept in memory and finish the uploads to the artifact store
+        (called when the run ends, however it ends)."""
         if self._pending is not None:
             epoch, value, weights = self._pending
             try:
                 self._save(model, epoch, value, weights)
             except Exception as e:  # noqa: BLE001 - the run must still be closed
                 warn(f"tracker could not write best weights: {e}", stacklevel=4)
+        self.finish_uploads()
+
+    def finish_uploads(self) -> None:
+        """Wait for the background uploads; a run that ends with some not done says so."""
+        uploader = self._uploader
+        if uploader is None:
+            return
+        try:
+            uploader.wait()
+        except KeyboardInterrupt:
+            self._warn_unfinished(uploader.pending, "interrupted")
+            raise
+        if uploader.failed:
+            self._warn_unfinished(len(uploader.failed), uploader.failed[0])
+
+    def _warn_unfinished(self, count: int, why: str) -> None:
+        root = shown(self._artifacts.root) if self._artifacts else "?"
+        warn(
+            f"tracker: {count} checkpoint upload(s) of run {self.run_id} to {root} did not "
+            f"finish ({why}); `tracker sync` finishes them from the files on this machine",
+            stacklevel=5,
+        )
 
     def _save(self, model: Any, epoch: int, value: float, weights: list | None) -> None:
         self._pending = None
@@ -213,6 +243,8 @@ class CheckpointKeeper:
             size, sha = file_digest(path)
         except OSError:
             return
+        key, in_place = self._store_key(path, source, sha)
+        store = self._artifacts
         self._recorder.call(
             Store.add_checkpoint,
             self.run_id,
@@ -226,7 +258,35 @@ class CheckpointKeeper:
             monitor=monitor,
             value=value,
             is_best=is_best,
+            artifact_root=store.root if store is not None and key else None,
+            artifact_key=key,
+            uploaded=in_place,
         )
+        if key and store is not None and not in_place:
+            self._upload(store, path, key, size, sha)
+
+    def _store_key(self, path: Path, source: str, sha: str) -> tuple[str | None, bool]:
+        """The key of the file's copy in the artifact store (None: it gets none), and whether
+        the file already is that copy (the best weights written straight into a local store)."""
+        store = self._artifacts
+        if store is None:
+            return None, False
+        if source == OWN_SOURCE:
+            key = best_key(self.run_id)
+            return key, store.local is not None and store.local / key == path
+        if self._upload_checkpoints:
+            return checkpoint_key(self.run_id, sha, str(path)), False
+        return None, False
+
+    def _upload(self, store: ArtifactStore, path: Path, key: str, size: int, sha: str) -> None:
+        if self._uploader is None:
+            recorder, run_id = self._recorder, self.run_id
+
+            def confirmed(key: str, sha: str) -> None:
+                recorder.call(Store.mark_uploaded, run_id, key, sha)
+
+            self._uploader = Uploader(store, confirmed)
+        self._uploader.submit(path, key, size, sha)
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

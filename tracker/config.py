@@ -36,6 +36,47 @@ def mask_url(url: str) -> str:
     return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
 
 
+def password_free(url: str) -> str:
+    """The URL without its password, for storing: libpq completes it from its usual sources
+    (`PGPASSWORD`, `~/.pgpass`, a service file) when it is used to connect."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return _PASSWORD.sub(r"\g<head>\g<tail>", url).replace(":@", "@")
+    return parsed._replace(password=None).render_as_string(hide_password=False)
+
+
+_LOOPBACK = {"", "localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two URLs name the same database, whatever their spelling: driver, user and
+    password aside, loopback host names as one, a default port as written, a SQLite path
+    relative or absolute. (A database reached once is matched by its identity instead.)"""
+    return _place(a) == _place(b)
+
+
+def _place(url: str) -> tuple[object, ...]:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(resolve_url(url))
+    except ArgumentError:
+        return (url,)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        file = sqlite_path(resolve_url(url))
+        return (backend, str(file.expanduser().resolve()) if file else u.database)
+    host = (u.host or "").lower()
+    port = u.port or (5432 if backend == "postgresql" else None)
+    query = tuple(sorted((k, str(v)) for k, v in u.query.items()))
+    return (backend, "localhost" if host in _LOOPBACK else host, port, u.database, query)
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL, or None for other backends and in-memory databases."""
     if not url.startswith("sqlite"):

@@ -97,16 +97,17 @@ def _unavailable_message(engine: Engine, e: DBAPIError) -> str:
     return f"cannot use database {url}: {reason}"
 
 
-def check_schema(engine: Engine, *, auto_upgrade: bool) -> None:
-    """Make sure the database is at our head revision, upgrading it when that is safe.
+def check_schema(engine: Engine, *, auto_upgrade: bool) -> str | None:
+    """Make sure the database is at our head revision, upgrading it when that is safe, and
+    return its identity (None only if someone deleted it).
 
     An empty database is always migrated (it is new and nobody else depends on it). An older
     SQLite database is upgraded because the file belongs to this user; an older PostgreSQL database
     may be shared with machines running an older tracker, so we stop and name the command instead.
     """
-    rev = current_revision(engine)
+    rev, identity = _revision_and_identity(engine)
     if rev == HEAD:
-        return
+        return identity
     if rev is not None and rev not in KNOWN_REVISIONS:
         raise SchemaTooNew(
             f"database schema revision {rev!r} is newer than this tracker knows (head {HEAD!r}); "
@@ -120,6 +121,23 @@ def check_schema(engine: Engine, *, auto_upgrade: bool) -> None:
     from tracker.migrate import upgrade  # alembic is loaded only when there is work for it
 
     upgrade(engine, "head")
+    return _revision_and_identity(engine)[1]
+
+
+def _revision_and_identity(engine: Engine) -> tuple[str | None, str | None]:
+    """The revision and, at the head revision, the identity, on one connection: opening a store
+    pays one more small query for it, not another connection."""
+    try:
+        with engine.connect() as conn:
+            if not _has_version_table(conn):
+                return None, None
+            rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if rev != HEAD:
+                return rev, None
+            identity = conn.execute(text("SELECT id FROM database_identity")).scalar()
+    except DBAPIError as e:
+        raise DatabaseUnavailable(_unavailable_message(engine, e)) from e
+    return rev, identity
 
 
 def wrap_db_error(engine: Engine, e: DBAPIError) -> DatabaseUnavailable:

@@ -99,6 +99,23 @@ class MetricSummary(Base):
     max_epoch: Mapped[int | None]
 
 
+class BatchBlock(Base):
+    __table__ = tables.batch_blocks
+
+    run_id: Mapped[str]
+    key: Mapped[str]
+    epoch: Mapped[int]
+    block: Mapped[int]
+    count: Mapped[int]
+    first_step: Mapped[int]
+    last_step: Mapped[int]
+    last_value: Mapped[float | None]  # None: NaN
+    min_value: Mapped[float | None]
+    min_step: Mapped[int | None]
+    max_value: Mapped[float | None]
+    max_step: Mapped[int | None]
+
+
 class Checkpoint(Base):
     __table__ = tables.checkpoints
 
@@ -115,3 +132,21 @@ class Checkpoint(Base):
     size: Mapped[int]
     sha256: Mapped[str]
     created_at: Mapped[datetime]
+    artifact_root: Mapped[str | None]
+    artifact_key: Mapped[str | None]
+    uploaded_at: Mapped[datetime | None]
+
+
+class DatabaseIdentity(Base):
+    __table__ = tables.database_identity
+
+    id: Mapped[str]
+    created_at: Mapped[datetime]
+
+
+class RunDestination(Base):
+    __table__ = tables.run_destinations
+
+    run_id: Mapped[str]
+    database_id: Mapped[str | None]
+    url: Mapped[str]

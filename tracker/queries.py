@@ -36,15 +36,18 @@ from tracker.records import (
     CheckpointRecord,
     MetricPoint,
     RankedRun,
+    RunDestination,
     RunDetail,
     RunRecord,
     SummaryRecord,
 )
+from tracker.tables import batch_blocks as blocks_t
 from tracker.tables import checkpoints as ck_t
 from tracker.tables import experiments as exp_t
 from tracker.tables import metric_summaries as sum_t
 from tracker.tables import metrics as metric_t
 from tracker.tables import params as param_t
+from tracker.tables import run_destinations as dest_t
 from tracker.tables import runs as run_t
 from tracker.tables import tags as tag_t
 
@@ -463,6 +466,13 @@ def checkpoint_record(c: Row[Any]) -> CheckpointRecord:
     return _from_row(CheckpointRecord, c)
 
 
+def pending_uploads(conn: Connection, run_id: str | None) -> list[CheckpointRecord]:
+    q = select(ck_t).where(ck_t.c.artifact_key.is_not(None), ck_t.c.uploaded_at.is_(None))
+    if run_id is not None:
+        q = q.where(ck_t.c.run_id == run_id)
+    return [checkpoint_record(c) for c in conn.execute(q.order_by(ck_t.c.id))]
+
+
 def checkpoints(conn: Connection, run_id: str) -> list[CheckpointRecord]:
     q = select(ck_t).where(ck_t.c.run_id == run_id).order_by(ck_t.c.id)
     return [checkpoint_record(c) for c in conn.execute(q)]
@@ -501,9 +511,20 @@ def run_detail(
     )
 
 
+def has_batch_metrics(conn: Connection, run_id: str, keys: Sequence[str]) -> bool:
+    """Whether the run has batch points of every one of `keys`: a seek per key."""
+    c = blocks_t.c
+    return all(
+        conn.scalar(select(c.block).where(c.run_id == run_id, c.key == k).limit(1)) is not None
+        for k in keys
+    )
+
+
 def batch_metric_keys(conn: Connection, run_id: str) -> list[str]:
-    q = select(metric_t.c.key).where(metric_t.c.run_id == run_id, metric_t.c.step.is_not(None))
-    return list(conn.scalars(q.distinct().order_by(metric_t.c.key)))
+    """The keys the run has batch points of: its batch blocks' keys (a walk of their primary
+    key, where the metrics would be a scan of every batch point)."""
+    q = select(blocks_t.c.key).where(blocks_t.c.run_id == run_id)
+    return list(conn.scalars(q.distinct().order_by(blocks_t.c.key)))
 
 
 def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str = "") -> None:
@@ -524,6 +545,19 @@ def require_metrics(wanted: Iterable[str], known: Iterable[str], where: str = ""
 def run_ids(conn: Connection) -> list[str]:
     """Every run id, oldest first."""
     return list(conn.scalars(select(run_t.c.id).order_by(run_t.c.started_at, run_t.c.id)))
+
+
+def destinations(conn: Connection) -> dict[str, RunDestination | None]:
+    """Every run id (oldest first) with its noted destination, None where none was noted."""
+    q = (
+        select(run_t.c.id, dest_t.c.url, dest_t.c.database_id)
+        .outerjoin(dest_t, dest_t.c.run_id == run_t.c.id)
+        .order_by(run_t.c.started_at, run_t.c.id)
+    )
+    return {
+        run_id: None if url is None else RunDestination(url, database_id)
+        for run_id, url, database_id in conn.execute(q)
+    }
 
 
 # -- the web UI's reads --------------------------------------------------------------------------
@@ -574,6 +608,11 @@ def series_rows(
         sql += " AND epoch BETWEEN ? AND ?"
         args += list(epochs)
     sql += " ORDER BY epoch, step, id"
+    return _driver_rows(conn, sql, args)
+
+
+def _driver_rows(conn: Connection, sql: str, args: Sequence[Any]) -> list[Any]:
+    """Rows of `sql` (written with `?`) on the driver's own cursor, in the caller's transaction."""
     if conn.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
     cursor = conn.connection.cursor()
@@ -582,3 +621,81 @@ def series_rows(
         return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+# A block: (epoch, count, first_step, last_step, last_value, min_value, min_step, max_value,
+# max_step), values None for NaN (min/max None: the block holds only NaN).
+BlockRow = tuple[
+    int, int, int, int, float | None, float | None, int | None, float | None, int | None
+]
+# A span of batch points: (epoch, first step, last step), both steps included.
+Span = tuple[int, int, int]
+
+
+class BatchSource:
+    """One batch-level series of one run as a chart's downsampling reads it, inside the caller's
+    transaction: its block summaries, the points of a few spans, or all of its points."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        run_id: str,
+        key: str,
+        after_epoch: int | None,
+        epochs: tuple[int, int] | None,
+    ) -> None:
+        self.conn, self.run_id, self.key = conn, run_id, key
+        self.after_epoch, self.epochs = after_epoch, epochs
+
+    def blocks(self) -> list[BlockRow]:
+        """The series' blocks (after `after_epoch`, within `epochs`) in order."""
+        sql = (
+            "SELECT epoch, count, first_step, last_step, last_value, min_value, min_step,"
+            " max_value, max_step FROM batch_blocks WHERE run_id = ? AND key = ?"
+        )
+        args: list[Any] = [self.run_id, self.key]
+        if self.after_epoch is not None:
+            sql += " AND epoch > ?"
+            args.append(self.after_epoch)
+        if self.epochs is not None:
+            sql += " AND epoch BETWEEN ? AND ?"
+            args += list(self.epochs)
+        return _driver_rows(self.conn, sql + " ORDER BY epoch, block", args)
+
+    def points(self, spans: Sequence[Span]) -> list[tuple[int, int, float | None]]:
+        """(epoch, step, value) of the points in `spans` (given in order), in order: one query
+        a few hundred spans, each a seek of the batch points' index."""
+        out: list[tuple[int, int, float | None]] = []
+        for i in range(0, len(spans), 300):
+            chunk = spans[i : i + 300]
+            values = ", ".join(
+                ["(CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER))"] * len(chunk)
+            )
+            sql = f"WITH spans (e, lo, hi) AS (VALUES {values}) " + (
+                # each span a seek of the index, whatever the planner's statistics say:
+                # SQLite walks a CROSS JOIN's left side first, PostgreSQL a LATERAL per row
+                "SELECT m.epoch, m.step, m.value FROM spans CROSS JOIN metrics m"
+                " WHERE m.run_id = ? AND m.key = ? AND m.epoch = spans.e"
+                " AND m.step IS NOT NULL AND m.step BETWEEN spans.lo AND spans.hi"
+                " ORDER BY m.epoch, m.step, m.id"
+                if self.conn.dialect.name == "sqlite"
+                else "SELECT m.epoch, m.step, m.value FROM spans CROSS JOIN LATERAL"
+                " (SELECT epoch, step, value, id FROM metrics WHERE run_id = ? AND key = ?"
+                " AND epoch = spans.e AND step IS NOT NULL AND step BETWEEN spans.lo AND spans.hi"
+                " OFFSET 0) AS m ORDER BY m.epoch, m.step, m.id"  # OFFSET 0: kept a subquery
+            )
+            args = [v for span in chunk for v in span] + [self.run_id, self.key]
+            out += _driver_rows(self.conn, sql, args)
+        return out
+
+    def rows(self) -> list[tuple[int, int, float | None]]:
+        """Every point (after `after_epoch`, within `epochs`), as `series_rows` gives them."""
+        rows = series_rows(
+            self.conn,
+            self.run_id,
+            self.key,
+            batches=True,
+            after_epoch=self.after_epoch,
+            epochs=self.epochs,
+        )
+        return rows  # type: ignore[return-value]

@@ -233,8 +233,17 @@ class RunRecorder:
             self._spool = open_store(f"sqlite:///{self._spool_path}")
         except Exception:  # noqa: BLE001 - then memory is all that is left
             return False
-        if self._create_op is not None and self._pending[0] is not self._create_op:
-            self._pending.insert(0, self._create_op)  # the spool must know the run itself
+        if self._create_op is not None:
+            if self._pending[0] is not self._create_op:
+                self._pending.insert(0, self._create_op)  # the spool must know the run itself
+            # ... and where it was going: the database's identity if it was reached (its store
+            # read it on opening), and its URL, which the spool keeps without the password.
+            run_id = self._create_op[2].get("run_id")
+            url = self._url or (self._store.url if self._store is not None else None)
+            if run_id is not None and url is not None:
+                identity = self._store.identity if self._store is not None else None
+                where = {"url": url, "database_id": identity}
+                self._pending.insert(1, (Store.set_destination, (run_id,), where))
         warn(
             f"tracker could not write to {self._where(main=True)} ({type(cause).__name__}: "
             f"{cause}); the run goes on in the spool file {self._spool_path}. Push it later "

@@ -143,6 +143,15 @@ class MetricPoint:
 
 
 @dataclass(frozen=True)
+class RunDestination:
+    """The database a spooled run was meant for: by identity when the recorder had reached it,
+    always by its URL without password."""
+
+    url: str
+    database_id: str | None
+
+
+@dataclass(frozen=True)
 class CheckpointRecord:
     id: int
     run_id: str
@@ -157,6 +166,16 @@ class CheckpointRecord:
     size: int
     sha256: str
     created_at: datetime
+    artifact_root: str | None = None
+    artifact_key: str | None = None
+    uploaded_at: datetime | None = None
+
+    @property
+    def artifact_uri(self) -> str | None:
+        """Where the copy in the artifact store is (or is meant to be), without credentials."""
+        if self.artifact_root is None or self.artifact_key is None:
+            return None
+        return self.artifact_root.rstrip("/") + "/" + self.artifact_key
 
     def to_json(self, state: str | None = None) -> dict[str, Any]:
         out = {
@@ -171,6 +190,8 @@ class CheckpointRecord:
             "value": json_float(self.value),
             "is_best": self.is_best,
             "created_at": json_time(self.created_at),
+            "artifact_uri": self.artifact_uri,
+            "uploaded": self.uploaded_at is not None,
         }
         if state is not None:
             out["state"] = state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from tracker import checkpoints
+from tracker import artifacts, checkpoints
 from tracker.errors import CheckpointError
 from tracker.records import CheckpointRecord, RunDetail
 from tracker.store import Store, open_store
@@ -42,9 +42,10 @@ def find_checkpoint(
     batch: int | None = None,
     metric: str | None = None,
 ) -> CheckpointRecord:
-    """The checkpoint `tracker restore` would pick for `run`, checked against its hash."""
+    """The checkpoint `tracker restore` would pick for `run`: its local file checked against its
+    hash, else a confirmed copy in the artifact store (checked as it is fetched)."""
     _, choice = select_checkpoints(store, run, epoch=epoch, batch=batch, metric=metric)
-    return checkpoints.verified(choice.candidates)
+    return artifacts.verified(choice.candidates)
 
 
 def restore_weights(
@@ -72,11 +73,13 @@ def restore_weights(
         store: an open store to read from instead of `db`.
 
     Returns:
-        The checkpoint that was loaded (`.keras`, `.weights.h5` and legacy HDF5 `.h5` files,
-        full model or weights, all work).
+        The checkpoint that was loaded, from its own file when that is intact, else from the
+        artifact store (`TRACKER_ARTIFACTS` when it holds the copy, else the recorded root).
+        `.keras`, `.weights.h5` and legacy HDF5 `.h5` files, full model or weights, all work.
 
     Raises:
-        CheckpointError: no checkpoint fits, or its file is missing or was modified.
+        CheckpointError: no checkpoint fits, or its file is missing or was modified and the
+            artifact store holds no copy that matches the record.
         MetricNotFound: the run did not record `metric`.
     """
     own = store is None
@@ -91,7 +94,8 @@ def restore_weights(
             # A full .keras file also holds optimizer state, which a freshly compiled model
             # has not built yet; Keras says so, and the weights load all the same.
             warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer")
-            model.load_weights(ck.path)  # Keras picks the reader by the suffix, as recorded
+            with artifacts.local_copy(ck) as path:
+                model.load_weights(path)  # Keras picks the reader by the suffix, as recorded
     except (ValueError, OSError) as e:
         raise CheckpointError(f"could not load {ck.path} into {type(model).__name__}: {e}") from e
     return ck

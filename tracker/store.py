@@ -20,26 +20,38 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tracker import queries, writes
-from tracker.config import mask_url, resolve_url
+from tracker.config import mask_url, password_free, resolve_url
 from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, check_schema, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
     RankedRun,
+    RunDestination,
     RunDetail,
     RunRecord,
     SummaryRecord,
 )
-from tracker.tables import checkpoints, metric_summaries, metrics, params, runs, tags
+from tracker.tables import (
+    batch_blocks,
+    checkpoints,
+    metric_summaries,
+    metrics,
+    params,
+    run_destinations,
+    runs,
+    tags,
+)
 from tracker.values import plain
 from tracker.writes import utcnow
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -58,6 +70,10 @@ class Store:
         auto_upgrade: upgrade an older schema on open. Defaults to `True` for SQLite (the file is
             the user's own) and `False` for PostgreSQL (it may be shared).
         busy_timeout: seconds a SQLite write waits for another process's lock. Defaults to `60`.
+
+    Attributes:
+        identity: the database's own random id (made once by migration 0003), the same whatever
+            URL reaches it; read when the store opens. None only if someone deleted it.
     """
 
     def __init__(
@@ -72,7 +88,9 @@ class Store:
         if auto_upgrade is None:
             auto_upgrade = self.engine.dialect.name == "sqlite"
         try:
-            check_schema(self.engine, auto_upgrade=auto_upgrade)
+            # Which database this is, whatever URL reached it (read once: a spool started after
+            # the database went away still knows it).
+            self.identity = check_schema(self.engine, auto_upgrade=auto_upgrade)
         except BaseException:
             self.engine.dispose()
             raise
@@ -94,10 +112,15 @@ class Store:
     # -- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction; with `snapshot`, every statement in it sees the same data on
+        PostgreSQL too (REPEATABLE READ; SQLite's transactions always do)."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self.engine.connect() as conn:
+                if snapshot and conn.dialect.name == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
         except DBAPIError as e:
             if isinstance(e, IntegrityError):
                 raise
@@ -304,7 +327,12 @@ class Store:
         value: float | None = None,
         is_best: bool = False,
         at: datetime | None = None,
+        artifact_root: str | None = None,
+        artifact_key: str | None = None,
+        uploaded: bool = False,
     ) -> CheckpointRecord:
+        """Record a checkpoint file; with `artifact_key`, also the copy the artifact store holds
+        (`uploaded`) or is about to receive (see `mark_uploaded`)."""
         if value is not None and math.isnan(value):
             value = None
 
@@ -321,6 +349,9 @@ class Store:
             "size": size,
             "sha256": sha256,
             "created_at": at or utcnow(),
+            "artifact_root": artifact_root,
+            "artifact_key": artifact_key,
+            "uploaded_at": (at or utcnow()) if uploaded and artifact_key else None,
         }
 
         def tx() -> CheckpointRecord:
@@ -329,6 +360,45 @@ class Store:
                 return CheckpointRecord(id=conn.execute(stmt).scalar_one(), **row)
 
         return self._retrying(tx)
+
+    def mark_uploaded(self, run_id: str, artifact_key: str, sha256: str) -> int:
+        """Confirm the artifact-store copy of the run's checkpoints with this key and hash (the
+        same bytes recorded twice share one copy); how many rows were confirmed."""
+        c = checkpoints.c
+
+        def tx() -> int:
+            with self._write() as conn:
+                stmt = (
+                    update(checkpoints)
+                    .where(c.run_id == run_id, c.artifact_key == artifact_key)
+                    .where(c.sha256 == sha256, c.uploaded_at.is_(None))
+                    .values(uploaded_at=utcnow())
+                )
+                return conn.execute(stmt).rowcount
+
+        return self._retrying(tx)
+
+    def record_upload(self, checkpoint_id: int, *, artifact_root: str, artifact_key: str) -> None:
+        """The checkpoint's copy is now confirmed at `artifact_root`/`artifact_key`."""
+
+        def tx() -> None:
+            with self._write() as conn:
+                conn.execute(
+                    update(checkpoints)
+                    .where(checkpoints.c.id == checkpoint_id)
+                    .values(
+                        artifact_root=artifact_root,
+                        artifact_key=artifact_key,
+                        uploaded_at=utcnow(),
+                    )
+                )
+
+        self._retrying(tx)
+
+    def pending_uploads(self, run_id: str | None = None) -> list[CheckpointRecord]:
+        """Checkpoints whose copy in the artifact store was never confirmed, oldest first."""
+        with self._read() as conn:
+            return queries.pending_uploads(conn, run_id)
 
     def heartbeat(self, run_id: str, interval: float = DEFAULT_HEARTBEAT_S) -> None:
         now = utcnow()
@@ -442,7 +512,15 @@ class Store:
 
         def tx(chunk: list[str]) -> int:
             with self._write() as conn:
-                for table in (metrics, metric_summaries, checkpoints, params, tags):
+                for table in (
+                    metrics,
+                    batch_blocks,
+                    metric_summaries,
+                    checkpoints,
+                    params,
+                    tags,
+                    run_destinations,
+                ):
                     conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
                 return conn.execute(delete(runs).where(runs.c.id.in_(chunk))).rowcount
 
@@ -468,7 +546,25 @@ class Store:
 
         return self._retrying(tx)
 
+    def set_destination(self, run_id: str, *, url: str, database_id: str | None) -> None:
+        """Note, in a spool file, the database the run was meant for: its identity when it is
+        known, and its URL, which is stored without its password (`config.password_free`)."""
+        row = {"url": password_free(url), "database_id": database_id}
+
+        def tx() -> None:
+            with self._write() as conn:
+                conn.execute(delete(run_destinations).where(run_destinations.c.run_id == run_id))
+                conn.execute(insert(run_destinations), [{"run_id": run_id, **row}])
+
+        self._retrying(tx)
+
     # -- reading --------------------------------------------------------------------------------
+
+    def destinations(self) -> dict[str, RunDestination | None]:
+        """Every run of this (spool) database with the destination noted for it, None for a run
+        spooled by a tracker that noted none."""
+        with self._read() as conn:
+            return queries.destinations(conn)
 
     def resolve_run(self, ref: str) -> str:
         """The id of the run `ref` names: a full id, a unique id prefix, a unique name, `latest`."""
@@ -649,6 +745,36 @@ class Store:
                 for k in (keys or known)
             }
             return run, rows
+
+    def batch_series(
+        self,
+        ref: str,
+        keys: Sequence[str] | None,
+        read: Callable[[RunRecord, queries.BatchSource], T],
+        *,
+        after_epoch: int | None = None,
+        epochs: tuple[int, int] | None = None,
+    ) -> tuple[RunRecord, dict[str, T]]:
+        """As `metric_series(batches=True)`, but each key's series is what `read` makes of it
+        from a `BatchSource` (block summaries, points of a few spans, or all points), read in
+        one snapshot (blocks and points agree while a run writes): a chart of a million
+        points never needs them all.
+
+        Raises:
+            MetricNotFound: one of `keys` is not recorded by the run at batch level.
+        """
+        with self._read(snapshot=True) as conn:
+            now = utcnow()
+            run = queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
+            if not keys or not queries.has_batch_metrics(conn, run.id, keys):
+                known = queries.batch_metric_keys(conn, run.id)
+                if keys:
+                    queries.require_metrics(keys, known, f"at batch level in run {run.short_id}")
+                keys = known
+            return run, {
+                k: read(run, queries.BatchSource(conn, run.id, k, after_epoch, epochs))
+                for k in keys
+            }
 
 
 @dataclass(frozen=True)

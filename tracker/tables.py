@@ -150,6 +150,44 @@ metrics = Table(
     Index("ix_metrics_run_key_epoch", "run_id", "key", "epoch"),
 )
 
+# Batch points only (a partial index: epoch-level writes never touch it), covering what a chart
+# reads of a few steps of one epoch: the raw points of the batch blocks a bucket edge cuts.
+Index(
+    "ix_metrics_batch_points",
+    metrics.c.run_id,
+    metrics.c.key,
+    metrics.c.epoch,
+    metrics.c.step,
+    metrics.c.value,
+    sqlite_where=metrics.c.step.is_not(None),
+    postgresql_where=metrics.c.step.is_not(None),
+)
+
+# Steps of one epoch per batch block: block = step // BATCH_BLOCK (stored data depends on it,
+# so changing it takes a migration that rebuilds `batch_blocks`).
+BATCH_BLOCK = 64
+
+# Each batch-level series cut into blocks of BATCH_BLOCK steps of one epoch, with what a chart's
+# downsampling keeps of them (count, first and last step, the last value, the minimum and
+# maximum with their first step), kept with every write of batch points: a series of a million
+# points is drawn from some 16,000 blocks instead of its rows.
+batch_blocks = Table(
+    "batch_blocks",
+    metadata,
+    Column("run_id", _run_fk(), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("block", Integer, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("first_step", Integer, nullable=False),
+    Column("last_step", Integer, nullable=False),
+    Column("last_value", Double),  # NULL: NaN
+    Column("min_value", Double),  # over non-NaN values (infinities included); NULL: none
+    Column("min_step", Integer),
+    Column("max_value", Double),
+    Column("max_step", Integer),
+)
+
 # First, last, min and max of one epoch-level metric of one run, kept with every write.
 metric_summaries = Table(
     "metric_summaries",
@@ -187,4 +225,31 @@ checkpoints = Table(
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The copy in the artifact store: its root (a folder or an fsspec URL, never credentials),
+    # its key under that root, and when its upload was confirmed (NULL: still pending).
+    Column("artifact_root", Text),
+    Column("artifact_key", Text),
+    Column("uploaded_at", UTCDateTime()),
+)
+
+# Which database this is: one row, a random id made when the schema was created or upgraded to
+# revision 0003. A database keeps it whatever URL reaches it (`localhost` or `127.0.0.1`, a
+# relative or absolute path), so a spooled run can name the database it was meant for.
+database_identity = Table(
+    "database_identity",
+    metadata,
+    Column("id", String(32), primary_key=True),  # uuid4 hex
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Where a run kept in a spool file was going (spool files only; a run without a row here was
+# spooled by an older tracker and goes wherever `tracker sync` is pointed). `database_id` is the
+# destination's identity when the recorder had reached it at least once; `url` is its URL with
+# the password removed, kept always (to name it, and to reach it with `tracker sync --all`).
+run_destinations = Table(
+    "run_destinations",
+    metadata,
+    Column("run_id", _run_fk(), primary_key=True),
+    Column("database_id", String(32), index=True),
+    Column("url", Text, nullable=False),
 )

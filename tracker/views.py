@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tracker import artifacts
 from tracker import checkpoints as ckpts
 from tracker.errors import CheckpointError
 from tracker.output import Table, View, fmt_duration, fmt_float, key_values
@@ -124,9 +125,13 @@ def best(ranked: list[RankedRun], *, as_list: bool) -> View:
 def run_show(detail: RunDetail) -> View:
     """`runs show`: the run's JSON with `epochs` as the per-epoch history (the count is in
     `epochs_done`), and `fit_params`, `environment`, `model`, `references`, `stop`, `summaries`
-    and `checkpoints` (each with its `state` on disk now: ok, missing or modified)."""
+    and `checkpoints` (each with its `state` on disk now: ok, missing or modified, and where it
+    can be had: `available` is local, store, both or neither)."""
     run = detail.run
     states = [ckpts.state(c) for c in detail.checkpoints]
+    where = [
+        artifacts.availability(c, st) for c, st in zip(detail.checkpoints, states, strict=True)
+    ]
     keys, epochs = epoch_table(detail.history)
     keys.sort(key=lambda k: k == LR_KEY)  # the learning rate after the metrics
     data = {
@@ -140,7 +145,10 @@ def run_show(detail: RunDetail) -> View:
         "references": run.references,
         "stop": stop(run),
         "summaries": {k: s.to_json() for k, s in detail.summaries.items()},
-        "checkpoints": [c.to_json(st) for c, st in zip(detail.checkpoints, states, strict=True)],
+        "checkpoints": [
+            {**c.to_json(st), "available": w}
+            for c, st, w in zip(detail.checkpoints, states, where, strict=True)
+        ],
     }
     epoch_rows = Table(["epoch", *keys], [[e, *(v.get(k) for k in keys)] for e, v in epochs])
     sections: list[Table | str] = [
@@ -152,7 +160,7 @@ def run_show(detail: RunDetail) -> View:
         *_model_sections(run.model),
         key_values("Stop", {k: v for k, v in data["stop"].items() if v is not None}, sort=False),
         Table(epoch_rows.columns, epoch_rows.rows, "Epochs"),
-        _checkpoint_table(detail.checkpoints, states),
+        _checkpoint_table(detail.checkpoints, states, where),
         _references_table(run.references),
     ]
     return View(data, sections, epoch_rows)
@@ -218,12 +226,14 @@ def stop(run: RunRecord) -> dict[str, Any]:
     return out
 
 
-def _checkpoint_table(cks: list[CheckpointRecord], states: list[str]) -> Table:
-    columns = ["epoch", "state", "kind", "source", "monitor", "value", "best", "size", "sha256"]
+def _checkpoint_table(cks: list[CheckpointRecord], states: list[str], where: list[str]) -> Table:
+    columns = ["epoch", "state", "available", "kind", "source", "monitor", "value", "best"]
+    columns += ["size", "sha256"]
     rows = [
         [
             c.epoch,
             _state_label(c, st, cks, states),
+            w,
             c.kind,
             c.source,
             c.monitor,
@@ -232,7 +242,7 @@ def _checkpoint_table(cks: list[CheckpointRecord], states: list[str]) -> Table:
             c.size,
             c.sha256[:12],
         ]
-        for c, st in zip(cks, states, strict=True)
+        for c, st, w in zip(cks, states, where, strict=True)
     ]
     paths = [[*r, c.path] for r, c in zip(rows, cks, strict=True)]
     return Table([*columns, "path"], paths, "Checkpoints")
@@ -305,12 +315,12 @@ def choose_for_target(choice: ckpts.Choice, to: Path) -> CheckpointRecord:
     wanted = ckpts.file_format(to.name)
     fitting = [c for c in choice.candidates if ckpts.checkpoint_format(c) == wanted]
     if wanted is None or not fitting:
-        return ckpts.verified(choice.candidates)  # copy_verified then names the suffix it needs
-    ck, problems = ckpts.first_intact(fitting)
+        return artifacts.verified(choice.candidates)  # copy_out then names the suffix it needs
+    ck, problems = artifacts.first_obtainable(fitting)
     if ck is not None:
         return ck
     others = [c for c in choice.candidates if c not in fitting]
-    intact, more = ckpts.first_intact(others)
+    intact, more = artifacts.first_obtainable(others)
     refused = "refusing to restore: " + "; ".join(problems)
     if intact is None:
         raise CheckpointError("; ".join([refused, *more]))
@@ -320,7 +330,9 @@ def choose_for_target(choice: ckpts.Choice, to: Path) -> CheckpointRecord:
     )
 
 
-def restored(run: RunRecord, ck: CheckpointRecord, to: Path, choice: ckpts.Choice) -> str:
+def restored(
+    run: RunRecord, ck: CheckpointRecord, to: Path, choice: ckpts.Choice, source: str | None = None
+) -> str:
     at = f"epoch {ck.epoch}" + (f" batch {ck.batch}" if ck.batch is not None else "")
     if choice.metric and choice.value is not None:
         at += f" ({choice.metric} {fmt_float(choice.value)})"
@@ -328,7 +340,7 @@ def restored(run: RunRecord, ck: CheckpointRecord, to: Path, choice: ckpts.Choic
     if choice.missed:
         lines.append(f"  note   {choice.missed}")
     lines += [
-        f"  from   {ck.path}",
+        f"  from   {source or ck.path}",
         f"  to     {to}",
         f"  sha256 {ck.sha256[:16]}... ({ck.size} bytes, verified)",
     ]
@@ -354,6 +366,12 @@ def run_names(runs: list[RunRecord]) -> str:
     shown = ", ".join(f"{r.name} ({r.short_id})" for r in runs[:10])
     more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
     return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {shown}{more}"
+
+
+def store_names(roots: dict[str, set[str]]) -> str:
+    """The artifact stores a deletion reaches, masked, for its question."""
+    found = sorted({artifacts.shown(root) for rs in roots.values() for root in rs})
+    return "the artifact store " + ", ".join(found)
 
 
 def format_tags(tags: dict[str, str]) -> str:

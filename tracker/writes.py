@@ -164,12 +164,15 @@ def insert_points_of_runs(conn: Executor, runs: list[tuple[str, list[MetricPoint
     """
     rows: list[tuple] = []
     folded: list[dict[str, Any]] = []
+    blocks: dict[tuple[str, str, int, int], list[Any]] = {}
     for run_id, points in runs:
         rows += metric_tuples(conn, run_id, points)
         by_key: dict[str, dict[str, Any]] = {}
         for p in points:
             if p.step is None:
                 by_key[p.key] = _fold_point(by_key.get(p.key), run_id, p.key, p.epoch, p.value)
+            else:
+                fold_block(blocks, run_id, p.key, p.epoch, p.step, p.value)
         folded += by_key.values()
     if rows:
         conn.exec_driver_sql(_sql(conn, _INSERT_METRICS_SQL), rows)
@@ -177,6 +180,81 @@ def insert_points_of_runs(conn: Executor, runs: list[tuple[str, list[MetricPoint
         sql, names = _summary_upsert(conn)
         folded = [_nan_as_null(row) for row in folded]
         conn.exec_driver_sql(sql, [tuple(r[n] for n in names) for r in folded] if names else folded)
+    if blocks:
+        conn.exec_driver_sql(_sql(conn, _block_upsert(conn)), [(*k, *v) for k, v in blocks.items()])
+
+
+def fold_block(
+    blocks: dict[tuple[str, str, int, int], list[Any]],
+    run_id: str,
+    key: str,
+    epoch: int,
+    step: int,
+    value: float | None,
+) -> None:
+    """Fold one batch point, written after those already folded, into its block's summary
+    `[count, first_step, last_step, last_value, min_value, min_step, max_value, max_step]`.
+
+    The rules are the series' order (epoch, step, then the order written): the last point is
+    the one of the highest step written last, and of equal minima (maxima) the first in that
+    order is kept. NaN (or None) is never a minimum or maximum but can be the last value.
+    """
+    v = None if value is None or value != value else value
+    k = (run_id, key, epoch, step // tables.BATCH_BLOCK)
+    b = blocks.get(k)
+    if b is None:
+        blocks[k] = [
+            1,
+            step,
+            step,
+            v,
+            v,
+            None if v is None else step,
+            v,
+            None if v is None else step,
+        ]
+        return
+    b[0] += 1
+    b[1] = min(b[1], step)
+    if step >= b[2]:
+        b[2], b[3] = step, v
+    if v is not None:
+        if b[4] is None or v < b[4] or (v == b[4] and step < b[5]):
+            b[4], b[5] = v, step
+        if b[6] is None or v > b[6] or (v == b[6] and step < b[7]):
+            b[6], b[7] = v, step
+
+
+def _block_upsert(conn: Executor) -> str:
+    """Merge a folded block into the stored one, by `fold_block`'s rules (the stored points
+    come first). Plain SQL that SQLite and PostgreSQL both run: `excluded` is the new row and
+    every SET expression reads the stored row as it was before the statement."""
+    t = "batch_blocks"
+
+    def beats(end: str, op: str) -> str:  # of equal values the earlier step stays
+        new, old = f"excluded.{end}_value", f"{t}.{end}_value"
+        return (
+            f"{new} IS NOT NULL AND ({old} IS NULL OR {new} {op} {old}"
+            f" OR ({new} = {old} AND excluded.{end}_step < {t}.{end}_step))"
+        )
+
+    lower, higher = beats("min", "<"), beats("max", ">")
+    later = f"excluded.last_step >= {t}.last_step"
+
+    def take(cond: str, col: str) -> str:
+        return f"{col} = CASE WHEN {cond} THEN excluded.{col} ELSE {t}.{col} END"
+
+    return (
+        f"INSERT INTO {t} (run_id, key, epoch, block, count, first_step, last_step, last_value,"
+        " min_value, min_step, max_value, max_step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, key, epoch, block) DO UPDATE SET"
+        f" count = {t}.count + excluded.count,"
+        f" first_step = CASE WHEN excluded.first_step < {t}.first_step"
+        f" THEN excluded.first_step ELSE {t}.first_step END,"
+        f" {take(later, 'last_value')}, {take(later, 'last_step')},"
+        f" {take(lower, 'min_value')}, {take(lower, 'min_step')},"
+        f" {take(higher, 'max_value')}, {take(higher, 'max_step')}"
+    )
 
 
 def discard_epochs(conn: Connection, run_id: str, from_epoch: int) -> int:
@@ -194,6 +272,8 @@ def discard_epochs(conn: Connection, run_id: str, from_epoch: int) -> int:
         .order_by(m.epoch, m.id)
     ).all()
     conn.execute(delete(tables.metrics).where(m.run_id == run_id, m.epoch >= from_epoch))
+    bb = tables.batch_blocks.c
+    conn.execute(delete(tables.batch_blocks).where(bb.run_id == run_id, bb.epoch >= from_epoch))
     folded: dict[str, dict[str, Any]] = {}
     kept: set[int] = set()
     for key, epoch, value in rows:

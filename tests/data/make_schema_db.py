@@ -1,6 +1,7 @@
 """Make `schema_<rev>.db`: a small real SQLite database at an old schema revision, with runs,
-params, tags, metrics (NaN and infinity included), summaries and a checkpoint, written with plain
-SQL as that revision defined the tables. The upgrade tests copy it, upgrade it and use it.
+params, tags, metrics (NaN and infinity included, batch points too), summaries and a
+checkpoint, written with plain SQL as that revision defined the tables. The upgrade tests copy
+it, upgrade it and use it.
 
     python tests/data/make_schema_db.py 0001            # writes tests/data/schema_0001.db
     python tests/data/make_schema_db.py 0001 --url postgresql+psycopg://...   # same rows, PG
@@ -27,6 +28,15 @@ HISTORY = {  # run -> key -> values per epoch (None stands for NaN, as the store
     RUNS[0][0]: {"loss": [1.0, 0.5, 0.4], "val_loss": [0.9, 0.3, 0.35]},
     RUNS[1][0]: {"loss": [1.2, None], "val_loss": [float("inf"), 0.8]},
 }
+
+
+# Batch points of old-best's `loss`: (epoch, step, value), NaN (None) and ties included, more
+# than one block of steps an epoch, so an upgrade must summarise them exactly.
+BATCHES = [
+    (e, s, None if s % 37 == 5 else round(((e + 1) * 7919 * (s + 3)) % 101 / 100, 2))
+    for e in range(2)
+    for s in range(150)
+]
 
 
 def _summary(run_id: str, key: str, values: list) -> dict:
@@ -101,6 +111,9 @@ def populate(url: str, revision: str) -> None:
                         },
                     )
                 _insert(c, "metric_summaries", _summary(run_id, key, values))
+        for epoch, step, value in BATCHES:
+            row = {"run_id": RUNS[0][0], "key": "loss", "epoch": epoch, "step": step}
+            _insert(c, "metrics", {**row, "value": value, "time": T0})
         _insert(
             c,
             "checkpoints",

@@ -24,8 +24,8 @@ from starlette.responses import Response
 from tracker import comparison, views
 from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
-from tracker.queries import SORT_COLUMNS
-from tracker.records import RankedRun, SummaryRecord, json_float
+from tracker.queries import SORT_COLUMNS, BatchSource
+from tracker.records import RankedRun, RunRecord, SummaryRecord, json_float
 from tracker.since import parse_since as parse_moment
 from tracker.store import Store
 from tracker.ui import series as ser
@@ -297,7 +297,14 @@ class SeriesQuery:
         return lo, hi
 
 
+def _steps_per_epoch(run: RunRecord) -> int | None:
+    steps = run.fit_params.get("steps")
+    return steps if isinstance(steps, int) and steps > 0 else None
+
+
 def series_data(store: Store, ref: str, query: SeriesQuery) -> dict[str, Any]:
+    if query.batches and query.max_points is not None:
+        return _batch_series_data(store, ref, query, query.max_points)
     run, rows = store.metric_series(
         ref,
         query.keys,
@@ -305,13 +312,11 @@ def series_data(store: Store, ref: str, query: SeriesQuery) -> dict[str, Any]:
         after_epoch=query.after_epoch,
         epochs=query.epochs(),
     )
-    steps = run.fit_params.get("steps")
-    per_epoch = steps if isinstance(steps, int) and steps > 0 else None
     out = {
         key: ser.build(
             points,
             batches=query.batches,
-            steps_per_epoch=per_epoch,
+            steps_per_epoch=_steps_per_epoch(run),
             max_points=query.max_points,
             x_min=query.x_min,
             x_max=query.x_max,
@@ -319,6 +324,27 @@ def series_data(store: Store, ref: str, query: SeriesQuery) -> dict[str, Any]:
         for key, points in rows.items()
     }
     return {"run_id": run.id, "batches": query.batches, "series": out}
+
+
+def _batch_series_data(
+    store: Store, ref: str, query: SeriesQuery, max_points: int
+) -> dict[str, Any]:
+    """A downsampled batch-level series, read from the store's block summaries (every point
+    only where the range holds no more than `max_points`)."""
+
+    def read(run: RunRecord, source: BatchSource) -> dict[str, Any]:
+        return ser.build_from_blocks(
+            source,
+            steps_per_epoch=_steps_per_epoch(run),
+            max_points=max_points,
+            x_min=query.x_min,
+            x_max=query.x_max,
+        ).to_json()
+
+    run, out = store.batch_series(
+        ref, query.keys, read, after_epoch=query.after_epoch, epochs=query.epochs()
+    )
+    return {"run_id": run.id, "batches": True, "series": out}
 
 
 @handles_errors

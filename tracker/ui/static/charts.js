@@ -35,7 +35,9 @@
     };
   }
 
-  function writeOptions(o) {
+  /** The options into the URL: a new history entry when a person changed the view (so back
+   * and forward step through views), else the current one replaced. */
+  function writeOptions(o, push) {
     const q = new URLSearchParams(location.search);
     const set = (k, v, dflt) => (v === dflt ? q.delete(k) : q.set(k, String(v)));
     set("x", o.x, "epoch");
@@ -43,7 +45,10 @@
     set("smooth", o.smooth, 0);
     set("batches", o.batches ? 1 : 0, 0);
     const s = q.toString();
-    history.replaceState(history.state, "", location.pathname + (s ? "?" + s : "") + location.hash);
+    const url = location.pathname + (s ? "?" + s : "") + location.hash;
+    if (url === location.pathname + location.search + location.hash) return;
+    if (push) history.pushState(null, "", url);
+    else history.replaceState(history.state, "", url);
   }
 
   async function getJSON(url) {
@@ -147,14 +152,20 @@
   }
 
   /** {key: {x, epoch, value, total, shown}} of a run: epoch level, or with `batches` the train
-   * keys at batch level (those the run did not record by batch stay at epoch level). */
-  async function fetchSeries(run, opts, extra) {
+   * keys at batch level (those the run did not record by batch stay at epoch level). A run
+   * with batch points and no epoch yet (its first epoch still running) shows its batches.
+   * `batchExtra`: the batch-level request's parameters when they differ from `extra`. */
+  async function fetchSeries(run, opts, extra, batchExtra) {
     const keys = Object.keys(run.summaries || {});
-    if (!keys.length) return {};
+    const batch = (ks) => getJSON(seriesUrl(run.id, ks, Object.assign({ batches: 1 }, batchExtra || extra)));
+    if (!keys.length) {
+      const got = (await batch([])).series; // every key the run has batch points of
+      for (const s of Object.values(got)) s.batches = true;
+      return got;
+    }
     const all = (await getJSON(seriesUrl(run.id, keys, extra))).series;
     if (opts.batches) {
       const trainKeys = keys.filter((k) => !k.startsWith("val_") && !isLR(k) && k !== "epoch_time_s");
-      const batch = (ks) => getJSON(seriesUrl(run.id, ks, Object.assign({ batches: 1 }, extra)));
       const noBatches = (e) => {
         if (e.status !== 400) throw e; // a key without batch points stays at epoch level
         return { series: {} };
@@ -193,6 +204,34 @@
       if (!ends.has(e)) return null;
       return batch ? ends.get(e) - durs.get(e) + (x - e) * durs.get(e) : ends.get(e);
     };
+  }
+
+  /** The inverse of timeMapper for batch positions: the x (fractional epoch) at elapsed time
+   * t, or null past the last epoch (an open end of a range). */
+  function timeInverse(series) {
+    const t = series.epoch_time_s,
+      spans = [];
+    if (t) {
+      let sum = 0;
+      t.epoch.forEach((e, i) => {
+        const d = num(t.value[i]) || 0;
+        spans.push([e, sum, d]);
+        sum += d;
+      });
+    }
+    return function (time) {
+      for (const [e, start, d] of spans) {
+        if (time < start) return e;
+        if (time <= start + d) return d > 0 ? e + (time - start) / d : e;
+      }
+      return null;
+    };
+  }
+
+  /** A run drawn with batch points: its epoch-level values (and markers) sit at the end of
+   * their epoch, x = epoch + 1, where that epoch's batches end. */
+  function batchView(series) {
+    return Object.values(series).some((s) => s.batches && s.x.length);
   }
 
   function ema(ys, w) {
@@ -264,7 +303,8 @@
     };
     runs.forEach((r, i) => {
       const colour = colourOf(i, th),
-        toTime = timeMapper(r.series);
+        toTime = timeMapper(r.series),
+        shift = batchView(r.series) ? 1 : 0;
       const keys = group.keys.slice();
       if (withLR) keys.push(...lrKeys(r.series));
       for (const key of keys) {
@@ -275,7 +315,7 @@
         const xs = [],
           ys = [];
         s.x.forEach((x, j) => {
-          const px = opts.x === "time" ? toTime(x, !!s.batches) : x;
+          const px = opts.x === "time" ? toTime(x, !!s.batches) : s.batches ? x : x + shift;
           if (px == null) return;
           let y = num(s.value[j]);
           if (y != null && y <= 0 && (lr || opts.y === "log")) y = null;
@@ -318,9 +358,10 @@
     const data = tables.length ? uPlot.join(tables) : [[]];
     const markers = [];
     runs.forEach((r, i) => {
-      const toTime = timeMapper(r.series);
+      const toTime = timeMapper(r.series),
+        shift = batchView(r.series) ? 1 : 0;
       for (const m of r.markers) {
-        const x = opts.x === "time" ? toTime(m.epoch, false) : m.epoch;
+        const x = opts.x === "time" ? toTime(m.epoch, false) : m.epoch + shift;
         if (x != null) markers.push(Object.assign({ x: x, colour: colourOf(i, th) }, m));
       }
     });
@@ -410,6 +451,7 @@
     charts: [],
     opts: null,
     timer: null,
+    showOptions: null,
     rebuilding: false,
     refreshing: false,
   };
@@ -425,10 +467,22 @@
       update(c, buildChart(c.group, state.runs, state.opts, theme(state.container), c.hasLR), null);
     }
     publish();
-    if (c.zoomed && c.built.shown < c.built.total && state.opts.x === "epoch") {
+    if (c.zoomed && c.built.shown < c.built.total) {
       clearTimeout(c.refetch);
       c.refetch = setTimeout(() => refetchRange(c, min, max), 250);
     }
+  }
+
+  /** The series' x range (epoch, or epoch + step / steps for batches) of a chart's x range
+   * [min, max] for one run: by batch position and by epoch (an epoch-level value is drawn at
+   * its epoch's end when x is time or the run shows batches). */
+  function seriesRange(r, min, max) {
+    const inv = state.opts.x === "time" ? timeInverse(r.series) : (v) => v;
+    const lo = inv(min),
+      hi = inv(max);
+    const back = state.opts.x === "time" || batchView(r.series) ? 1 : 0;
+    const minus = (v) => (v == null ? null : v - back);
+    return { batch: { x_min: lo, x_max: hi }, epoch: { x_min: minus(lo), x_max: minus(hi) } };
   }
 
   /** Zoomed into downsampled series: fetch the range again at full resolution for the width. */
@@ -436,11 +490,16 @@
     try {
       const runs = await Promise.all(
         state.runs.map(async (r) => {
-          const series = await fetchSeries(r.run, state.opts, {
-            max_points: maxPoints(),
-            x_min: min,
-            x_max: max,
-          });
+          const range = seriesRange(r, min, max),
+            n = { max_points: maxPoints() };
+          const series = await fetchSeries(
+            r.run,
+            state.opts,
+            Object.assign({}, n, range.epoch),
+            Object.assign({}, n, range.batch),
+          );
+          // elapsed time is summed from the first epoch: its durations stay whole
+          if (r.series.epoch_time_s) series.epoch_time_s = r.series.epoch_time_s;
           return Object.assign({}, r, { series: Object.assign({}, r.series, series) });
         }),
       );
@@ -468,8 +527,10 @@
 
   /** The chart's uPlot, made anew (before its note) from c.built. */
   function mount(c, width) {
+    const th = theme(state.container);
+    c.fg = th.fg;
     c.plot = new uPlot(
-      uplotOptions(c, width, state.opts, theme(state.container), c.hasLR),
+      uplotOptions(c, width, state.opts, th, c.hasLR),
       c.built.data,
       (u, init) => {
         c.fig.insertBefore(u.root, c.note);
@@ -543,6 +604,7 @@
           lrDistr: c.hasLR ? c.plot.scales.lr.distr : null,
         },
         refetched: !!c.refetched,
+        fg: c.fg,
         zoom: c.zoomed ? { min: c.plot.scales.x.min, max: c.plot.scales.x.max } : null,
         shown: c.built.shown,
         total: c.built.total,
@@ -613,17 +675,30 @@
     b.checked = o.batches;
     bl.prepend(b);
     bar.append(sl, bl);
-    const changed = async (reload) => {
+    let sliding = false; // one history entry for a drag of the smoothing slider
+    const changed = async (reload, push) => {
       state.opts = { x: x.value, y: y.value, smooth: +sm.value, batches: b.checked };
       out.textContent = sm.value;
-      writeOptions(state.opts);
+      writeOptions(state.opts, push);
       if (reload) await load();
       else render();
     };
-    x.addEventListener("change", () => changed(false));
-    y.addEventListener("change", () => changed(false));
-    sm.addEventListener("input", () => changed(false));
-    b.addEventListener("change", () => changed(true));
+    x.addEventListener("change", () => changed(false, true));
+    y.addEventListener("change", () => changed(false, true));
+    sm.addEventListener("input", () => {
+      changed(false, !sliding);
+      sliding = true;
+    });
+    sm.addEventListener("change", () => (sliding = false));
+    b.addEventListener("change", () => changed(true, true));
+    /** Back or forward: the controls and charts of that entry's URL. */
+    state.showOptions = (o) => {
+      x.value = o.x;
+      y.value = o.y;
+      sm.value = String(o.smooth);
+      out.textContent = sm.value;
+      b.checked = o.batches;
+    };
     return bar;
   }
 
@@ -764,6 +839,13 @@
     new MutationObserver(() => state.runs.length && render()).observe(document.documentElement, {
       attributes: true,
       attributeFilter: ["data-theme"],
+    });
+    window.addEventListener("popstate", () => {
+      const before = state.opts;
+      state.opts = readOptions();
+      state.showOptions(state.opts);
+      if (state.opts.batches !== before.batches) load();
+      else if (state.runs.length) render();
     });
     let resize;
     window.addEventListener("resize", () => {
