@@ -26,6 +26,7 @@ from tracker import TrackingCallback
 HOOKS = (
     "on_train_begin",
     "on_train_batch_end",
+    "_after_batch_end",
     "_after_epoch_begin",
     "_after_epoch_end",
     "_after_train_end",

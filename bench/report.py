@@ -414,6 +414,46 @@ def fit_overhead(r: dict[str, Any]) -> Lines:
     return out + [""]
 
 
+def fit_overhead_backends(r: dict[str, Any]) -> Lines:
+    """The tracker's fit overhead on each Keras backend (`bench/fit_overhead.py --keras-backend`,
+    run by hand: `bench/results/fit-overhead-<backend>.json`)."""
+    found = sorted((BENCH / "results").glob("fit-overhead-*.json"))
+    if not found:
+        return []
+    out = [
+        "### 2b. Training overhead per Keras backend (SQLite, tracker only)",
+        "",
+        "The same fit and variants on each Keras backend, each in its backend's environment "
+        "(`python bench/fit_overhead.py --keras-backend jax|torch|tensorflow`). Measured while "
+        "other work ran on the machine: the end-to-end figures are noise (see the empty "
+        "callback); the in-hooks figure is the one to read.",
+        "",
+        "| Keras backend | fit median (untracked) | per epoch: in hooks | per epoch: end to end | "
+        "every batch: in hooks | every batch: end to end | control: empty callback | reps | "
+        "load | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in found:
+        f = json.loads(path.read_text())
+        t = f["tracker"]
+        epoch, batch = t["tracker_epoch"], t["tracker_batch"]
+        out.append(
+            row(
+                f["keras_backend"],
+                secs(t["none"]["seconds"]["median"]),
+                f"{ms(epoch['in_hooks_s'])} = {pct(epoch['in_hooks'])}",
+                pct(epoch["overhead"]),
+                f"{ms(batch['in_hooks_s'])} = {pct(batch['in_hooks'])}",
+                pct(batch["overhead"]),
+                pct(t["empty_callback"]["overhead"]),
+                f["reps"],
+                load(f),
+                f["measured_at"],
+            )
+        )
+    return out + [""]
+
+
 def ingest(r: dict[str, Any]) -> Lines:
     ins = r["benchmarks"].get("ingest")
     if not ins:
@@ -644,7 +684,8 @@ def added(r: dict[str, Any]) -> Lines:
 
 
 def render(r: dict[str, Any]) -> str:
-    parts = (header, added, targets, epoch_write, fit_overhead, ingest, queries, growth, web_ui)
+    parts = (header, added, targets, epoch_write, fit_overhead, fit_overhead_backends, ingest)
+    parts += (queries, growth, web_ui)
     parts += (report_remote.section,)
     return "\n".join(line for part in parts for line in part(r)).rstrip() + "\n"
 

@@ -53,6 +53,15 @@ def runs() -> None:
     help="Only runs with this param value, e.g. lr=0.001 (repeatable: all must match).",
 )
 @click.option(
+    "--env",
+    "environment",
+    multiple=True,
+    metavar="K=V",
+    callback=kv_pairs,
+    help="Only runs whose recorded environment has this value, e.g. backend=jax or "
+    "keras=3.15.1 (repeatable: all must match).",
+)
+@click.option(
     "--since",
     metavar="WHEN",
     callback=since_option,
@@ -71,6 +80,7 @@ def runs_list(
     status: str | None,
     tags: dict[str, str],
     params: dict[str, str],
+    environment: dict[str, str],
     since: datetime | None,
     limit: int,
     metric: str | None,
@@ -89,12 +99,14 @@ def runs_list(
     Examples:
       tracker runs list --experiment mnist --tag team=vision --since 3d
       tracker runs list --sort val_accuracy --limit 10 --format json
+      tracker runs list --env backend=jax
     """
     ranked = store.list_runs_checked(
         experiment=experiment,
         status=status,
         tags=tags,
         params=params,
+        environment=environment,
         since=since,
         limit=limit or None,
         metric=metric,

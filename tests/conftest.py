@@ -13,6 +13,22 @@ from tracker import Store, open_store
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run for one Keras backend (KERAS_BACKEND set, as scripts/test does for JAX and
+    PyTorch) fails at once when Keras did not load that backend, instead of passing on skips."""
+    wanted = os.environ.get("KERAS_BACKEND")
+    if not wanted:
+        return
+    try:
+        import keras
+
+        got = keras.backend.backend()
+    except Exception as e:  # noqa: BLE001 - reported as the reason
+        got = f"nothing ({type(e).__name__}: {e})"
+    if got != wanted:
+        pytest.exit(f"KERAS_BACKEND={wanted} but Keras loaded {got}", returncode=3)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):
     """No test may touch a real user database or artifacts folder."""

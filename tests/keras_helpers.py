@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def data(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,3 +32,26 @@ def fit(m, callbacks, epochs: int = 3, **kwargs):
     x, y = data()
     kwargs.setdefault("validation_split", 0.25)
     return m.fit(x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=callbacks, **kwargs)
+
+
+def backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def tensorflow_only(what: str) -> pytest.MarkDecorator:
+    """A test that needs TensorFlow itself (not Keras on another backend): skipped, with the
+    reason, when Keras runs on JAX or PyTorch (whose test environments have no TensorFlow)."""
+    name = backend()
+    return pytest.mark.skipif(
+        name != "tensorflow", reason=f"needs TensorFlow itself ({what}); Keras runs on {name}"
+    )
+
+
+def steps_per_execution_above_1() -> pytest.MarkDecorator:
+    """A test that compiles with `steps_per_execution` > 1: Keras refuses it on PyTorch."""
+    return pytest.mark.skipif(
+        backend() == "torch",
+        reason="Keras's PyTorch backend refuses steps_per_execution > 1",
+    )

@@ -11,7 +11,7 @@ import pytest
 from tracker import checkpoints
 
 from .conftest import IN_CI
-from .keras_helpers import data, fit, model
+from .keras_helpers import data, fit, model, tensorflow_only
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
 from tracker import TrackingCallback, restore_weights  # noqa: E402
@@ -112,26 +112,48 @@ def test_keyboard_interrupt_marks_run_interrupted(store, tmp_path):
     assert run.status == "interrupted" and run.stop_reason == "interrupted"
 
 
-def test_exception_from_data_marks_run_failed(store, tmp_path):
+def _bad_generator():
     x, y = data()
+    for i in range(3):
+        yield x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]
+    raise RuntimeError("bad shard")
 
-    def batches():
-        for i in range(3):
-            yield x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]
-        raise RuntimeError("bad shard")
 
+class BadShards(keras.utils.PyDataset):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, index):
+        if index == 3:
+            raise RuntimeError("bad shard")
+        x, y = data()
+        return x[index * 16 : (index + 1) * 16], y[index * 16 : (index + 1) * 16]
+
+
+@pytest.mark.parametrize("source", ["generator", "PyDataset"])
+def test_exception_from_data_marks_run_failed_at_once(store, tmp_path, source):
+    """The input pipeline raises: the run is failed with the exception `fit` raised, before
+    `fit` has left (the torch trainer draws batches in `fit` itself, outside the train step)."""
     cb = _cb(store, tmp_path)
-    with pytest.raises(Exception, match="bad shard"):
-        model().fit(batches(), epochs=2, steps_per_epoch=5, verbose=0, callbacks=[cb])
-    run = store.get_run(cb.run_id)
-    assert run.status == "failed" and "bad shard" in run.stop_details["error"]["message"]
+    batches = _bad_generator() if source == "generator" else BadShards()
+    with pytest.raises(Exception, match="bad shard") as raised:
+        model().fit(batches, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[cb])
+    run = store.get_run(cb.run_id)  # the caller caught it: no waiting for the heartbeat
+    assert (run.status, run.stop_reason) == ("failed", "error")
+    assert run.stop_details["error"] == {
+        "type": type(raised.value).__name__,
+        "message": str(raised.value)[:2000],
+    }
+    assert run.stop_details["epoch"] == 0 and run.epochs_done == 0
 
 
 def test_terminate_on_nan_records_epoch_and_batch(store, tmp_path):
     x, y = data()
     y[40:] = np.nan  # batch 2 of the first epoch produces a NaN loss
+    m = model()
+    m.compile(optimizer="sgd", loss="mse")  # torch's binary crossentropy refuses NaN targets
     cb = _cb(store, tmp_path)
-    model().fit(
+    m.fit(
         x,
         y,
         epochs=3,
@@ -342,6 +364,42 @@ def test_async_dispatch_stays_on(store, tmp_path, monkeypatch):
     assert not keras.callbacks.CallbackList([Blocking()], model=m)._async_train
 
 
+def test_batches_are_recorded_in_order_under_async_dispatch(store, tmp_path, monkeypatch):
+    """JAX and torch hand batch hooks to a thread pool, where a slow callback lets a later
+    batch's hooks run first: every batch is still recorded, in order, with its own logs."""
+    import time
+
+    import keras.src.backend
+
+    monkeypatch.setattr(keras.src.backend, "IS_THREAD_SAFE", True)  # as on JAX and torch
+
+    class SlowOnEvenBatches(keras.callbacks.Callback):
+        async_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.seen = {}
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch % 2 == 0:
+                time.sleep(0.02)
+            self.seen[(self.epoch, batch)] = float(logs["loss"])
+
+    slow = SlowOnEvenBatches()
+    cb = _cb(store, tmp_path, log_every_n_batches=1)
+    m = model()
+    assert keras.callbacks.CallbackList([slow, cb], model=m)._async_train
+    fit(m, [slow, cb], epochs=2, validation_split=0.0)
+    points = store.metric_history(cb.run_id, ["loss"], batches=True)
+    assert [(p.epoch, p.step) for p in points] == sorted(slow.seen)
+    assert {(p.epoch, p.step): p.value for p in points} == slow.seen
+    times = [p.time for p in points]
+    assert times == sorted(times)
+
+
 def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
     """The database cannot be opened at all: training goes on, the whole run lands in the spool
     (named once in a warning), and `tracker sync` moves it into the database later."""
@@ -374,12 +432,23 @@ def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
 
 
 def test_only_the_chief_writes(store, tmp_path, monkeypatch):
+    """TF_CONFIG names this process a non-chief worker and no strategy (or backend
+    distribution) says otherwise: its fits are not recorded, and it says so, once."""
+    from tracker import callback
+
+    monkeypatch.setattr(callback, "_said_not_recorded", False)
     monkeypatch.setenv(
         "TF_CONFIG",
         '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}',
     )
     cb = _cb(store, tmp_path)
-    fit(model(), [cb], epochs=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")  # the backend's own notices are not ours to judge
+        fit(model(), [cb], epochs=1)
+        fit(model(), [cb], epochs=1)
+    said = [str(w.message) for w in record if str(w.message).startswith("tracker")]
+    assert len(said) == 1 and "does not record fits in this process" in said[0]
+    assert "TF_CONFIG names it worker 1" in said[0]
     assert cb.run_id is None and store.list_runs() == []
 
 
@@ -404,6 +473,7 @@ def test_resume_appends_to_the_same_run(store, tmp_path):
     assert again.run_id != first.run_id
 
 
+@tensorflow_only("Keras's TensorBoard callback writes through tf.summary")
 def test_tensorboard_and_csv_logger_are_recorded_as_references(store, tmp_path):
     tb = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb"))
     csv_log = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
@@ -438,3 +508,23 @@ def test_layer_list_follows_the_model_between_fits(store, tmp_path):
     assert [layer["trainable"] for layer in before["layers"]][0] is True
     assert [layer["trainable"] for layer in after["layers"]][0] is False
     assert after["non_trainable_params"] == 20 and before["non_trainable_params"] == 0
+
+
+def test_environment_names_the_backend_and_its_versions(store, tmp_path):
+    """The backend Keras trained on, and the versions of Keras and of each backend library as
+    imported in this process (null where it is not installed)."""
+    import importlib
+    import importlib.util
+
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb], epochs=1)
+    env = store.get_run(cb.run_id).environment
+    assert env["backend"] == keras.backend.backend()
+    assert env["keras"] == keras.__version__
+    for name in ("tensorflow", "jax", "torch"):
+        installed = importlib.util.find_spec(name) is not None
+        want = importlib.import_module(name).__version__ if installed else None
+        assert env[name] == want, name
+    assert env[keras.backend.backend()] is not None
+    (listed,) = store.list_runs(environment={"backend": keras.backend.backend()})
+    assert listed.run.id == cb.run_id

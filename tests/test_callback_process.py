@@ -104,7 +104,14 @@ UNSEEN = textwrap.dedent(
         time.sleep(60)
         yield x[:8], y[:8]
 
-    if mode == "mismatch":  # Keras builds the validation iterator at the end of epoch 0
+    def bad_shards():
+        for i in range(3):
+            yield x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]
+        raise RuntimeError("bad shard")
+
+    if mode == "bad-data":  # torch draws batches in fit itself, outside the train step
+        model().fit(bad_shards(), epochs=2, steps_per_epoch=5, verbose=0, callbacks=[cb])
+    elif mode == "mismatch":  # Keras builds the validation iterator at the end of epoch 0
         fit(model(), [cb], epochs=3, validation_data=(x[:10], y[:12]))
     elif mode == "ctrl-c":
         fit(model(), [cb], epochs=3, validation_data=slow_validation(), validation_steps=1,
@@ -150,6 +157,17 @@ def test_script_dying_of_an_unseen_exception_records_it(db_url, request):
     assert (run.status, run.stop_reason) == ("failed", "error")
     assert f"{error['type']}: {error['message']}" in err  # as Python printed it
     assert run.epochs_done == 0 and run.ended_at is not None
+
+
+def test_script_dying_of_an_exception_from_its_data_records_it(db_url, request):
+    proc = _run_unseen(db_url, request, "bad-data")
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    run, _ = _only_run(db_url)  # no waiting for the heartbeat: recorded as fit raised
+    error = run.stop_details["error"]
+    assert (run.status, run.stop_reason) == ("failed", "error")
+    assert f"{error['type']}: {error['message']}" in err  # as Python printed it
+    assert "bad shard" in error["message"] and run.ended_at is not None
 
 
 def test_ctrl_c_while_validation_data_loads_is_an_interruption(db_url, request):

@@ -113,7 +113,7 @@ def test_best_on_empty_database(db_url):
 def test_compare_json(db_url, store: Store):
     ids = seed_three(store)
     data = ok_json(db_url, "compare", "run-a", "run-c", "run-a")
-    assert set(data) == {"runs", "params", "metrics", "curves"}
+    assert set(data) == {"runs", "params", "metrics", "curves", "environment"}
     assert [r["id"] for r in data["runs"]] == [ids["a"], ids["c"]]  # each run once
     assert data["runs"][0]["stop"] == {"reason": "completed", "epoch": 2}
     assert data["params"] == [

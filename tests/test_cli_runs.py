@@ -404,3 +404,48 @@ def test_show_says_overwritten_when_a_later_save_replaced_the_file(db_url, store
     assert [c["state"] for c in shown["checkpoints"]] == ["modified", "ok"]
     table = run(db_url, "runs", "show", run_id).stdout
     assert "overwritten (epoch 1)" in table
+
+
+# -- the Keras backend a run trained on -----------------------------------------------------------
+
+
+@pytest.fixture
+def on_backends(store: Store):
+    """Three runs as the callback records them on TensorFlow, JAX and PyTorch."""
+    ids = {}
+    for backend, versions in (
+        ("tensorflow", {"tensorflow": "2.21.0", "jax": None, "torch": None}),
+        ("jax", {"tensorflow": None, "jax": "0.10.2", "torch": None}),
+        ("torch", {"tensorflow": None, "jax": None, "torch": "2.13.0+cpu"}),
+    ):
+        ids[backend] = seed_run(store, {"val_loss": [0.5, 0.4]}, name=f"on-{backend}")
+        environment = {"python": "3.11.7", "keras": "3.15.1", "backend": backend, **versions}
+        store.update_run(ids[backend], environment=environment)
+    seed_run(store, {"val_loss": [0.3]}, name="older")  # recorded before backends were
+    return ids
+
+
+def test_list_filters_by_backend_and_version(db_url, on_backends):
+    rows = ok_json(db_url, "runs", "list", "--env", "backend=jax")
+    assert names(rows) == ["on-jax"]
+    rows = ok_json(db_url, "runs", "list", "--env", "backend=torch", "--env", "keras=3.15.1")
+    assert names(rows) == ["on-torch"]
+    assert ok_json(db_url, "runs", "list", "--env", "torch=2.13.0+cpu")[0]["name"] == "on-torch"
+    assert ok_json(db_url, "runs", "list", "--env", "backend=mxnet") == []
+    assert len(ok_json(db_url, "runs", "list")) == 4
+    assert "KEY=VALUE" in run(db_url, "runs", "list", "--env", "backend").stderr
+
+
+def test_show_and_compare_tell_runs_by_backend(db_url, on_backends):
+    shown = ok_json(db_url, "runs", "show", "on-jax")
+    assert shown["environment"]["backend"] == "jax" and shown["environment"]["torch"] is None
+    data = ok_json(db_url, "compare", "on-tensorflow", "on-jax", "on-torch", "older")
+    env = {e["key"]: e for e in data["environment"]}
+    ids = [on_backends[b] for b in ("tensorflow", "jax", "torch")]
+    assert [env["backend"]["values"][i] for i in ids] == ["tensorflow", "jax", "torch"]
+    assert env["backend"]["changed"] and None in env["backend"]["values"].values()
+    assert {"params", "metrics", "curves", "runs"} <= set(data)  # the keys that were there
+    text = run(db_url, "compare", "on-jax", "on-torch").stdout
+    ran_on = text[text.index("Ran on") :]
+    backend_line = next(line for line in ran_on.splitlines() if line.strip().startswith("backend"))
+    assert "jax" in backend_line and "torch" in backend_line

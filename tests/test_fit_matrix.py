@@ -16,10 +16,10 @@ import pytest
 from tracker import checkpoints
 
 from .conftest import IN_CI
-from .keras_helpers import data, fit, model
+from .keras_helpers import backend, data, fit, model, steps_per_execution_above_1, tensorflow_only
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
-tf = pytest.importorskip("tensorflow") if not IN_CI else __import__("tensorflow")
+tf = __import__("tensorflow") if backend() == "tensorflow" else None
 from tracker import TrackingCallback, restore_weights  # noqa: E402
 
 pytestmark = pytest.mark.keras
@@ -73,7 +73,8 @@ def test_numpy_values_in_fit_arguments_and_configs(store, tmp_path):
     history = model().fit(
         x,
         y,
-        batch_size=np.int64(16),
+        # Keras's torch backend takes only a Python int batch size.
+        batch_size=np.int64(16) if backend() != "torch" else 16,
         epochs=np.int64(2),
         validation_split=np.float64(0.25),
         verbose=0,
@@ -129,6 +130,7 @@ def test_keys_other_callbacks_add_are_recorded(store, tmp_path, first):
     assert best.value == max(history.history["val_f1"])
 
 
+@tensorflow_only("a train_step written with tf.GradientTape, as the TensorFlow guide writes it")
 def test_custom_train_step_nested_logs(store, tmp_path):
     """The guide "Customizing what happens in fit": `train_step` returns every metric's result,
     which Keras 3 nests under `compile_metrics` and flattens for History."""
@@ -176,7 +178,7 @@ def test_validation_freq_keeps_best_weights_by_val_loss(store, tmp_path):
 
 @pytest.mark.parametrize(
     "validation",
-    ["arrays", "split", "dataset"],
+    ["arrays", "split", pytest.param("dataset", marks=tensorflow_only("tf.data"))],
 )
 def test_validation_forms(store, tmp_path, validation):
     x, y = data()
@@ -194,6 +196,7 @@ def test_validation_forms(store, tmp_path, validation):
     assert {c.monitor for c in store.checkpoints(run.id)} == {"val_loss"}
 
 
+@tensorflow_only("tf.data")
 def test_tf_data_with_steps_per_epoch_and_class_weight(store, tmp_path):
     x, y = data()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16)
@@ -251,6 +254,7 @@ class Reported(keras.callbacks.Callback):
         self.batches.append((self.epoch, batch, dict(logs)))
 
 
+@steps_per_execution_above_1()
 @pytest.mark.parametrize("n", [1, 2, 4, 8])
 def test_batch_logging_with_steps_per_execution(store, tmp_path, n):
     m = model()
@@ -494,6 +498,7 @@ class TwoOptimizers(keras.Model):
         return losses
 
 
+@tensorflow_only("a train_step written with tf.GradientTape, as the TensorFlow guide writes it")
 def test_a_model_with_optimizers_of_its_own(store, tmp_path, capfd):
     keras.utils.set_random_seed(0)
     m = TwoOptimizers()

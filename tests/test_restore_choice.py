@@ -10,7 +10,7 @@ import pytest
 
 from .cli_support import fails, run
 from .conftest import IN_CI
-from .keras_helpers import data, fit, model
+from .keras_helpers import data, fit, model, steps_per_execution_above_1
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
 from tracker import TrackingCallback, restore_weights  # noqa: E402
@@ -103,7 +103,9 @@ def test_batch_save_is_restored_only_when_asked_for_by_batch(store, db_url, tmp_
     assert ck.path == str(keras_file.resolve())
 
 
-@pytest.mark.parametrize("steps_per_execution", [1, 2])
+@pytest.mark.parametrize(
+    "steps_per_execution", [1, pytest.param(2, marks=steps_per_execution_above_1())]
+)
 def test_a_save_at_the_last_batch_is_the_epochs_end(store, tmp_path, steps_per_execution):
     # save_freq = batches an epoch: one save an epoch, after its last batch. Under
     # steps_per_execution=2 Keras reports 5 batches as 1, 3 and 5: the last is past the end.
@@ -123,14 +125,15 @@ def test_a_save_at_the_last_batch_is_the_epochs_end(store, tmp_path, steps_per_e
 
 
 def test_default_restore_is_the_best_epoch_that_has_a_checkpoint(store, db_url, tmp_path):
-    # min_delta: improvements smaller than it are not new bests, so the keeper saves no copy of
-    # the run's best epoch; restore gives the best weights that exist and says so.
-    cb = TrackingCallback(store=store, artifacts_dir=tmp_path / "artifacts", min_delta=0.05)
+    # min_delta: improvements smaller than it are not new bests, so the keeper saves only the
+    # first epoch (whatever the backend's numerics); restore gives the best weights that exist
+    # and says so.
+    cb = TrackingCallback(store=store, artifacts_dir=tmp_path / "artifacts", min_delta=10.0)
     history = fit(model(), [cb], epochs=3, validation_split=VALIDATION_SPLIT).history
     val = history["val_loss"]
     saved = {c.epoch for c in store.checkpoints(cb.run_id)}
     best = int(np.argmin(val))
-    assert best not in saved  # what the defect was about
+    assert saved == {0} and best != 0  # what the defect was about
     chosen = min(saved, key=lambda e: (val[e], e))
 
     to = tmp_path / "best.weights.h5"

@@ -53,7 +53,9 @@ def make_fits(store: Store, workdir: Path) -> Fits:
 
     fits = Fits()
 
-    def tracked(name: str, lr: float, seed: int, callbacks: list[Any], epochs: int) -> None:
+    def tracked(
+        name: str, lr: float, seed: int, callbacks: list[Any], epochs: int, m: Any = None
+    ) -> None:
         fits.history[name] = {}
         cb = TrackingCallback(
             store=store,
@@ -65,7 +67,8 @@ def make_fits(store: Store, workdir: Path) -> Fits:
         )
         fits.ids[name] = ""
         try:
-            h = kh.fit(kh.model(lr=lr, seed=seed), [*callbacks, cb], epochs=epochs)
+            m = m if m is not None else kh.model(lr=lr, seed=seed)
+            h = kh.fit(m, [*callbacks, cb], epochs=epochs)
         finally:
             fits.ids[name] = cb.run_id
         fits.history[name] = {k: [float(v) for v in vs] for k, vs in h.history.items()}
@@ -82,8 +85,14 @@ def make_fits(store: Store, workdir: Path) -> Fits:
     tracked("checkpointed", 1.0, 1, [ck], epochs=8)
     fits.checkpoint_files = sorted(p.name for p in ck_dir.iterdir())
     tracked("plain", 0.2, 2, [], epochs=6)
-    # a learning rate that blows the loss up to inf, then NaN: TerminateOnNaN ends the fit
-    tracked("diverged", 1e4, 3, [keras.callbacks.TerminateOnNaN()], epochs=5)
+    # a learning rate that blows the loss of a linear output up to inf: TerminateOnNaN ends the
+    # fit (on every backend: a sigmoid's clipped crossentropy stays finite on torch and JAX)
+    keras.utils.set_random_seed(3)
+    linear = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
+    )
+    linear.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse", metrics=["mae"])
+    tracked("diverged", 1.0, 3, [keras.callbacks.TerminateOnNaN()], epochs=5, m=linear)
 
     class Boom(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:

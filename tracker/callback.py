@@ -132,7 +132,8 @@ class TrackingCallback(keras.callbacks.Callback):
             # The database driver's SQLAlchemy module is imported now, with the rest of the
             # library, rather than by the first `fit`.
             load_dialect(resolve_url(db))
-        # Batch hooks only buffer numbers, so Keras may keep dispatching them asynchronously.
+        # Under the guard the batch hook does nothing of its own (the guard records batches in
+        # the training thread), so Keras may keep dispatching the others' asynchronously.
         self.async_safe = True
         self.run_id: str | None = None
         self._recorder: RunRecorder | None = None
@@ -148,8 +149,10 @@ class TrackingCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._end_previous()
         self.run_id = None
-        if not introspect.is_chief():
-            return  # under multi-worker tf.distribute only the chief records
+        reason = introspect.not_the_writer(self.model)
+        if reason is not None:
+            _not_recorded(reason)  # one run per fit, written by process 0
+            return
         try:
             self._begin()
         except Exception as e:  # noqa: BLE001 - a tracker failure never stops training
@@ -238,6 +241,9 @@ class TrackingCallback(keras.callbacks.Callback):
                 "on_epoch_begin": self._after_epoch_begin,
                 "on_epoch_end": self._after_epoch_end,
                 "on_train_end": self._after_train_end,
+                # In the training thread, in order: on JAX and torch Keras hands batch hooks to
+                # a thread pool, where they may run out of order.
+                "on_train_batch_end": self._after_batch_end,
             },
             on_stop_training=self._on_stop_training,
             on_unseen=self._on_unseen,
@@ -269,6 +275,10 @@ class TrackingCallback(keras.callbacks.Callback):
             self._after_train_end(logs)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._guard is None:
+            self._after_batch_end(batch, logs)
+
+    def _after_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         session = self._session
         if session is not None and session.log_every_n_batches:
             session.batch_end(batch, logs)
@@ -391,6 +401,21 @@ class TrackingCallback(keras.callbacks.Callback):
         rec = getattr(self, "_recorder", None)
         if rec is not None:
             rec.stop_heartbeat()
+
+
+_said_not_recorded = False
+
+
+def _not_recorded(reason: str) -> None:
+    """Say once per process that its fits are left to the chief."""
+    global _said_not_recorded
+    if not _said_not_recorded:
+        _said_not_recorded = True
+        warn(
+            f"tracker does not record fits in this process: {reason}; "
+            "process 0 (the chief) records the run",
+            stacklevel=4,
+        )
 
 
 def scalar_int(value: Any) -> int | None:

@@ -18,6 +18,8 @@ from tracker.records import RunDetail
 from tracker.views import LR_KEY, epoch_table, stop
 
 _MISSING = object()
+# What the runs ran on, side by side: the Keras backend and the versions that make it.
+ENVIRONMENT_KEYS = ("backend", "keras", "tensorflow", "jax", "torch", "python")
 
 
 def default_metrics(details: list[RunDetail]) -> list[str]:
@@ -34,18 +36,23 @@ def compare(
     only with `all_params`; a run without the param is left out of `values`), `metrics`
     (`{"key", "mode", "runs": {run_id: {"best", "best_epoch", "last", "last_epoch"}}}`; `best` is
     null when the direction of the metric cannot be told from its name) and `curves`
-    (`{"metric", "run_id", "epochs": [...], "values": [...]}`)."""
+    (`{"metric", "run_id", "epochs": [...], "values": [...]}`); `environment` (`{"key",
+    "changed", "values": {run_id: value}}` for the backend and the versions of Keras, its
+    backends and Python, each recorded by some run)."""
     params = _params(details, all_params)
     summary = _metric_summary(details, metrics)
     curves = _curves(details, metrics)
+    environment = _environment(details)
     data = {
         "runs": [_run_json(d) for d in details],
         "params": params,
         "metrics": summary,
         "curves": curves,
+        "environment": environment,
     }
     sections: list[Table | str] = [
         _params_table(details, params, all_params),
+        _environment_table(details, environment),
         _metrics_table(details, summary),
         _stop_table(details),
         _epochs_table(details, metrics),
@@ -78,6 +85,16 @@ def _params(details: list[RunDetail], all_params: bool) -> list[dict[str, Any]]:
         if changed or all_params:
             out.append({"key": key, "changed": changed, "values": values})
     out.sort(key=lambda p: not p["changed"])
+    return out
+
+
+def _environment(details: list[RunDetail]) -> list[dict[str, Any]]:
+    out = []
+    for key in ENVIRONMENT_KEYS:
+        values = {d.run.id: d.run.environment.get(key) for d in details}
+        if any(v is not None for v in values.values()):
+            changed = len(set(map(str, values.values()))) > 1
+            out.append({"key": key, "changed": changed, "values": values})
     return out
 
 
@@ -130,6 +147,14 @@ def _params_table(details: list[RunDetail], params: list[dict[str, Any]], all_: 
     rows = [[("(unset)" if v is _MISSING else v) for v in row] for row in rows]
     title = "Params" if all_ else "Params that differ (--all for every one)"
     return Table(["param", *_names(details)], rows, title)
+
+
+def _environment_table(details: list[RunDetail], environment: list[dict[str, Any]]) -> Table:
+    rows = [
+        [e["key"], *("-" if (v := e["values"][d.run.id]) is None else v for d in details)]
+        for e in environment
+    ]
+    return Table(["environment", *_names(details)], rows, "Ran on")
 
 
 def _at(value: float | None, epoch: int | None) -> str:

@@ -101,14 +101,29 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def collect_environment() -> dict[str, Any]:
-    tf = sys.modules.get("tensorflow")
+def _loaded_version(module: str, dist: str) -> str | None:
+    """The version of `module` as imported (the one in use), else as installed, else None."""
+    return getattr(sys.modules.get(module), "__version__", None) or _version(dist)
+
+
+def keras_backend() -> str | None:
+    """`keras.backend.backend()` when Keras is imported (it is, by the callback); None else."""
     keras = sys.modules.get("keras")
+    try:
+        return str(keras.backend.backend()) if keras is not None else None
+    except Exception:  # noqa: BLE001 - a Keras without the function: unknown
+        return None
+
+
+def collect_environment() -> dict[str, Any]:
     machine = _machine()
     env: dict[str, Any] = {
         "python": machine["python"],
-        "tensorflow": getattr(tf, "__version__", None) or _version("tensorflow"),
-        "keras": getattr(keras, "__version__", None) or _version("keras"),
+        "tensorflow": _loaded_version("tensorflow", "tensorflow"),
+        "keras": _loaded_version("keras", "keras"),
+        "backend": keras_backend(),
+        "jax": _loaded_version("jax", "jax"),
+        "torch": _loaded_version("torch", "torch"),
         "tracker": machine["tracker"],
         "host": machine["host"],
         "platform": machine["platform"],

@@ -10,7 +10,12 @@ before `on_train_begin`), then wraps, on those instances only:
 - `CallbackList.on_epoch_begin/on_epoch_end/on_train_end`, to run the tracker's work after every
   other callback: what EarlyStopping, ModelCheckpoint or a scheduler did is then already done,
   wherever the tracker sits in the list;
-- the hooks of other callbacks that can stop training, to learn which one set `stop_training`.
+- the hooks of other callbacks that can stop training, to learn which one set `stop_training`;
+- `fit`'s epoch iterator, where the torch trainer draws batches in `fit` itself (outside the
+  train function), so an exception from the input pipeline is seen on every backend.
+
+`CallbackList.on_train_batch_end` runs the tracker's batch work in the training thread, after the
+others: on JAX and torch Keras dispatches batch hooks to a thread pool, out of order.
 
 Wrappers are layered strictly: each attribute keeps a stack of the layers put on it, and a guard
 that ends unwraps only once the layers above its own are gone (last wrapped, first restored), so
@@ -198,37 +203,70 @@ class FitGuard:
             self._guarded(cb_list.on_test_begin, self._wrap_test_function(model)),
         )
         for name in _LIST_HOOKS:
-            if name != "on_test_begin":
+            if name != "on_test_begin" and name not in self._after:
                 self._patch(cb_list, name, self._guarded(getattr(cb_list, name)))
         for cb in cb_list.callbacks:
             if cb is not own and not _is_tracker(cb):
                 self._watch_stop(cb, model)
         fit_locals = fit_frame.f_locals if fit_frame is not None else {}
         epochs = fit_locals.get("epoch_iterator")
-        if fit_locals.get("validation_data") is not None and callable(
-            getattr(epochs, "catch_stop_iteration", None)
-        ):
-            self._patch(epochs, "catch_stop_iteration", self._opens_window_after(epochs, model))
+        if epochs is not None:
+            self._watch_data(epochs, model, fit_locals.get("validation_data") is not None)
         exits.watch(self)
 
     # -- the gaps between wrapped calls ---------------------------------------------------------
 
-    def _opens_window_after(self, epochs: Any, model: Any) -> Callable[..., Any]:
-        """The batch loop's context manager: once an epoch's batches are done and validation
-        is still to build its iterator (Keras does it in `fit` itself, on the first epoch that
-        validates), watch `fit` until `evaluate` starts. Only then: tracing slows the eager code
-        that runs meanwhile."""
-        catch = epochs.catch_stop_iteration
+    def _watch_data(self, epochs: Any, model: Any, validating: bool) -> None:
+        """Watch `fit`'s epoch iterator, where batches are drawn. On TensorFlow and JAX the
+        train function draws them (already wrapped); the torch trainer draws each batch in
+        `fit` itself (`for ... in epoch_iterator`), so an exception from a generator or a
+        `PyDataset` is seen here. Once an epoch's batches are done and validation is still to
+        build its iterator (Keras does it in `fit` itself, on the first epoch that validates),
+        the `fit` frame is watched until `evaluate` starts: only then, as tracing slows the
+        eager code that runs meanwhile."""
         guard = self
 
-        @contextlib.contextmanager
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with catch(*args, **kwargs) as value:
-                yield value
-            if getattr(model, "_eval_epoch_iterator", None) is None:
+        def batches_done() -> None:
+            if validating and getattr(model, "_eval_epoch_iterator", None) is None:
                 guard.open_window()
 
-        return wrapper
+        steps = getattr(epochs, "_enumerate_iterator", None)
+        if callable(steps):
+
+            @functools.wraps(steps)
+            def drawn_steps(*args: Any, **kwargs: Any) -> Any:
+                with guard._reporting():
+                    yield from steps(*args, **kwargs)
+                batches_done()
+
+            self._patch(epochs, "_enumerate_iterator", drawn_steps)
+
+        catch = getattr(epochs, "catch_stop_iteration", None)
+        if callable(catch):
+
+            @contextlib.contextmanager
+            def caught(around_epoch: bool, *args: Any, **kwargs: Any) -> Any:
+                with guard._reporting(), catch(*args, **kwargs) as value:
+                    yield value
+                # TF and JAX hold it around an epoch's batches, torch around each batch's
+                # draw: there the epoch is done when the data ran out.
+                if around_epoch or getattr(epochs, "_current_iterator", False) is None:
+                    batches_done()
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return caught(sys._getframe(1) is guard.fit_frame, *args, **kwargs)
+
+            self._patch(epochs, "catch_stop_iteration", wrapper)
+
+    @contextlib.contextmanager
+    def _reporting(self) -> Any:
+        """Report an exception from drawing batches (not the end of the data) as it leaves."""
+        try:
+            yield
+        except BaseException as e:
+            if self.active and type(e).__name__ not in _CONTROL_FLOW:
+                self._on_error(e, "data", ())
+            raise
 
     def open_window(self) -> None:
         """Trace the `fit` frame itself until the next wrapped call. Keras's own code runs

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any
 
+from tracker.environment import keras_backend
 from tracker.values import plain, scalar
 
 FIT_ARGS = (
@@ -38,22 +40,78 @@ def early_stopping(callbacks: list[Any]) -> Any | None:
     return found[0] if found else None
 
 
-def is_chief() -> bool:
-    """False on a non-chief worker of multi-worker tf.distribute (read from TF_CONFIG)."""
+def not_the_writer(model: Any) -> str | None:
+    """Why this process must not record the `fit` (a sentence for the warning), or None when it
+    is the one that writes: one run per fit, written by process 0 (the chief).
+
+    Asked in order, the first that knows answers: the model's `tf.distribute` strategy (its
+    `should_checkpoint`; not the default strategy, which knows of no cluster), the JAX
+    processes (`jax.distributed`, which `keras.distribution.initialize` starts), an initialised
+    `torch.distributed` group, then `TF_CONFIG`."""
+    for ask in (_strategy_says, _jax_says, _torch_says):
+        answer = ask(model)
+        if answer is not None:
+            return answer or None
+    return _tf_config_says()
+
+
+def _strategy_says(model: Any) -> str | None:
+    """'' (may write), a reason (may not), or None (no strategy in use to ask)."""
+    try:
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is None or is_a(strategy, "_DefaultDistributionStrategy"):
+            return None
+        should = strategy.extended.should_checkpoint
+    except Exception:  # noqa: BLE001 - a strategy that cannot say
+        return None
+    if should:
+        return ""
+    return f"its {type(strategy).__name__} says this worker does not checkpoint"
+
+
+def _jax_says(model: Any) -> str | None:
+    jax = sys.modules.get("jax")
+    if jax is None or keras_backend() != "jax":
+        return None
+    try:
+        count, index = int(jax.process_count()), int(jax.process_index())
+    except Exception:  # noqa: BLE001
+        return None
+    if count <= 1:
+        return None
+    return "" if index == 0 else f"it is JAX process {index} of {count}"
+
+
+def _torch_says(model: Any) -> str | None:
+    torch = sys.modules.get("torch")
+    if torch is None or keras_backend() != "torch":
+        return None
+    try:
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        rank, size = int(dist.get_rank()), int(dist.get_world_size())
+    except Exception:  # noqa: BLE001
+        return None
+    return "" if rank == 0 else f"it is torch.distributed rank {rank} of {size}"
+
+
+def _tf_config_says() -> str | None:
+    """Multi-worker training described by TF_CONFIG: the chief writes, else worker 0."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        return True
+        return None
     try:
         cfg = json.loads(raw)
     except ValueError:
-        return True
+        return None
     task = cfg.get("task") or {}
     kind, index = task.get("type"), int(task.get("index", 0) or 0)
     if kind in (None, "chief"):
-        return True
-    if kind == "worker":
-        return "chief" not in (cfg.get("cluster") or {}) and index == 0
-    return False  # ps, evaluator
+        return None
+    if kind == "worker" and "chief" not in (cfg.get("cluster") or {}) and index == 0:
+        return None
+    return f"TF_CONFIG names it {kind} {index}"
 
 
 def _number(value: Any) -> float | None:

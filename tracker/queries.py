@@ -16,7 +16,19 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, Table, and_, exists, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    String,
+    Table,
+    and_,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+)
 
 from tracker.errors import AmbiguousRun, MetricNotFound, RunNotFound, TrackerError
 from tracker.modes import MODES, resolve_mode
@@ -182,6 +194,7 @@ def _where(
     since: datetime | None = None,
     stop_reason: str | None = None,
     text: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> Select[Any]:
     """`q` (over runs joined to experiments) narrowed by the filters; every value is bound."""
     if status is not None and status not in STATUSES:
@@ -194,6 +207,9 @@ def _where(
         q = q.where(_kv_match(tag_t, k, v, as_json=False))
     for k, v in (params or {}).items():
         q = q.where(_kv_match(param_t, k, v, as_json=True))
+    for k, v in (environment or {}).items():
+        # As text on both databases (SQLite's json_extract, PostgreSQL's ->>).
+        q = q.where(cast(run_t.c.environment[k].as_string(), String) == v)
     if since is not None:
         q = q.where(run_t.c.started_at >= since)
     if stop_reason is not None:
@@ -234,14 +250,16 @@ def list_runs(
     offset: int = 0,
     order_by: str | None = None,
     descending: bool | None = None,
+    environment: dict[str, str] | None = None,
 ) -> list[RankedRun]:
     """Runs newest first (or by `sort`), each with its best/last value of `metric`.
 
     `metric` is only shown; `sort` orders by that metric (runs without it last) and implies it.
     Without either, `val_loss` is shown when any run recorded it. `order_by` (a key of
     `SORT_COLUMNS`) orders by a column instead; `descending` overrides the direction of either
-    (a metric's default is best first). `stop_reason` and `text` (in the name, any case) filter
-    further; `offset` pages.
+    (a metric's default is best first). `stop_reason`, `text` (in the name, any case) and
+    `environment` (keys of the recorded environment, e.g. `{"backend": "jax"}`, compared as
+    text) filter further; `offset` pages.
     """
     if agg not in ("best", "last"):
         raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
@@ -263,6 +281,7 @@ def list_runs(
         since=since,
         stop_reason=stop_reason,
         text=text,
+        environment=environment,
     )
     if mode not in MODES:
         raise TrackerError(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
