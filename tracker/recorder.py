@@ -421,7 +421,27 @@ class RunRecorder:
 _LIVE: weakref.WeakSet[RunRecorder] = weakref.WeakSet()
 
 
+# Recorders whose write lock the forking thread holds across a fork (see `_before_fork`).
+_HELD_OVER_FORK: list[RunRecorder] = []
+FORK_WAIT_S = 5.0  # how long a fork waits for a write in progress before going ahead anyway
+
+
+def _before_fork() -> None:
+    """Fork between two writes, never during one: a SQLite connection caught inside a
+    transaction leaves the child's SQLite believing a lock is held in its process that no one
+    there will ever release, so the child's own writes would fail with "database is locked"."""
+    for recorder in list(_LIVE):
+        if recorder._lock.acquire(timeout=FORK_WAIT_S):
+            _HELD_OVER_FORK.append(recorder)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_OVER_FORK:
+        _HELD_OVER_FORK.pop()._lock.release()
+
+
 def _after_fork_in_child() -> None:
+    _HELD_OVER_FORK.clear()  # the child makes new locks below
     for recorder in list(_LIVE):
         recorder._locks()
         recorder._pending.clear()  # the parent's writes, in flight or kept: the parent's
@@ -435,5 +455,7 @@ def _wait_all() -> None:
         recorder.wait()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 atexit.register(_wait_all)  # after `_SHARED.close_all` was registered, so it runs before it
