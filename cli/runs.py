@@ -181,4 +181,4 @@ def runs_tag(store: Store, run: str, tags: dict[str, str]) -> None:
       tracker runs tag latest stage=prod reviewed=yes
     """
     record = store.set_tags(run, tags)
-    click.echo(f"Tagged {record.name} ({record.short_id}): {views.format_tags(tags)}")
+    click.echo(f"Tagged {record.label}: {views.format_tags(tags)}")

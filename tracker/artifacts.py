@@ -202,18 +202,10 @@ class ArtifactStore:
     ) -> Path:
         """Fetch `key` to `to` through a temporary file renamed only once size and sha256 match."""
         tmp = to.with_name(f".{to.name}.partial")
-        h, got = hashlib.sha256(), 0
         try:
             with self._open_read(key) as src, open(tmp, "wb") as dst:
-                for block in iter(lambda: src.read(CHUNK), b""):
-                    got += len(block)
-                    if got > size:
-                        break
-                    dst.write(block)
-                    h.update(block)
-                    if progress is not None:
-                        progress(len(block))
-            if (got, h.hexdigest()) != (size, sha256):
+                got = _copy_hashed(src, dst, size, progress)
+            if got != (size, sha256):
                 raise CheckpointError(
                     f"refusing to restore: the artifact store's copy {shown(self.uri(key))} does "
                     "not match the recorded size and sha256"
@@ -265,16 +257,25 @@ def _abandon(fs: Any, out: Any, path: str) -> None:
         pass
 
 
+def _copy_hashed(src: Any, dst: Any, size: int, progress: Progress | None) -> tuple[int, str]:
+    """Copy `src` to `dst` block by block; the bytes read and their sha256. Stops after the
+    block that passes `size` (that block is not written): a larger file is already wrong."""
+    h, got = hashlib.sha256(), 0
+    for block in iter(lambda: src.read(CHUNK), b""):
+        got += len(block)
+        if got > size:
+            break
+        dst.write(block)
+        h.update(block)
+        if progress is not None:
+            progress(len(block))
+    return got, h.hexdigest()
+
+
 def _stream(src: Path, out: Any, size: int, sha256: str, progress: Progress | None) -> None:
-    h, sent = hashlib.sha256(), 0
     with open(src, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            out.write(block)
-            h.update(block)
-            sent += len(block)
-            if progress is not None:
-                progress(len(block))
-    if (sent, h.hexdigest()) != (size, sha256):
+        got = _copy_hashed(f, out, size, progress)
+    if got != (size, sha256):
         raise FileChanged(f"{src} changed after it was recorded; its copy is not stored")
 
 

@@ -19,19 +19,19 @@ import keras
 from tracker import introspect
 from tracker.artifacts import ArtifactStore, local_folder, store_location
 from tracker.checkpointing import CheckpointKeeper
+from tracker.clock import DEFAULT_HEARTBEAT_S, utcnow
 from tracker.config import resolve_url
 from tracker.db import load_dialect
 from tracker.environment import collect_environment
 from tracker.exits import TerminatedBySignal, die_by_signal
 from tracker.fitguard import FitGuard, find_fit
-from tracker.modes import MODES
+from tracker.modes import check_mode
 from tracker.notices import warn
 from tracker.recorder import RunRecorder
 from tracker.session import RunSession, choose_monitor
-from tracker.store import DEFAULT_HEARTBEAT_S, Store
+from tracker.store import Store
 from tracker.sync import default_spool_path
 from tracker.values import scalar
-from tracker.writes import utcnow
 
 
 class TrackingCallback(keras.callbacks.Callback):
@@ -95,8 +95,7 @@ class TrackingCallback(keras.callbacks.Callback):
         store: Store | None = None,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
+        check_mode(mode, ValueError)
         if log_every_n_batches is not None and log_every_n_batches < 1:
             raise ValueError(
                 f"log_every_n_batches must be a positive integer or None. "

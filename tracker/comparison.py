@@ -139,7 +139,7 @@ def _curves(details: list[RunDetail], metrics: list[str]) -> list[dict[str, Any]
 
 
 def _names(details: list[RunDetail]) -> list[str]:
-    return [f"{d.run.name} ({d.run.short_id})" for d in details]
+    return [d.run.label for d in details]
 
 
 def _params_table(details: list[RunDetail], params: list[dict[str, Any]], all_: bool) -> Table:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
 
 from tracker.config import mask_url
-from tracker.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew
-from tracker.schema import HEAD, KNOWN_REVISIONS
+from tracker.errors import DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 WRITE = "tracker_write"  # execution option: this transaction will write
@@ -68,77 +67,11 @@ def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
     return engine
 
 
-def current_revision(engine: Engine) -> str | None:
-    """The database's alembic revision, read with plain SQL; None for an empty database."""
-    try:
-        with engine.connect() as conn:
-            if not _has_version_table(conn):
-                return None
-            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    except DBAPIError as e:
-        raise DatabaseUnavailable(_unavailable_message(engine, e)) from e
-    return rows[0] if rows else None
-
-
-def _has_version_table(conn: Any) -> bool:
-    if conn.dialect.name == "sqlite":
-        sql = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'"
-    else:
-        sql = (
-            "SELECT 1 FROM information_schema.tables WHERE table_name='alembic_version' "
-            "AND table_schema = current_schema()"
-        )
-    return conn.execute(text(sql)).first() is not None
-
-
-def _unavailable_message(engine: Engine, e: DBAPIError) -> str:
+def unavailable_message(engine: Engine, e: DBAPIError) -> str:
     reason = str(e.orig).strip().splitlines()[0] if e.orig else type(e).__name__
     url = mask_url(engine.url.render_as_string(hide_password=False))
     return f"cannot use database {url}: {reason}"
 
 
-def check_schema(engine: Engine, *, auto_upgrade: bool) -> str | None:
-    """Make sure the database is at our head revision, upgrading it when that is safe, and
-    return its identity (None only if someone deleted it).
-
-    An empty database is always migrated (it is new and nobody else depends on it). An older
-    SQLite database is upgraded because the file belongs to this user; an older PostgreSQL database
-    may be shared with machines running an older tracker, so we stop and name the command instead.
-    """
-    rev, identity = _revision_and_identity(engine)
-    if rev == HEAD:
-        return identity
-    if rev is not None and rev not in KNOWN_REVISIONS:
-        raise SchemaTooNew(
-            f"database schema revision {rev!r} is newer than this tracker knows (head {HEAD!r}); "
-            "upgrade the tracker package"
-        )
-    if rev is not None and not auto_upgrade:
-        raise SchemaOutOfDate(
-            f"database schema is at revision {rev!r}, this tracker needs {HEAD!r}: "
-            "run `tracker db upgrade`"
-        )
-    from tracker.migrate import upgrade  # alembic is loaded only when there is work for it
-
-    upgrade(engine, "head")
-    return _revision_and_identity(engine)[1]
-
-
-def _revision_and_identity(engine: Engine) -> tuple[str | None, str | None]:
-    """The revision and, at the head revision, the identity, on one connection: opening a store
-    pays one more small query for it, not another connection."""
-    try:
-        with engine.connect() as conn:
-            if not _has_version_table(conn):
-                return None, None
-            rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            if rev != HEAD:
-                return rev, None
-            identity = conn.execute(text("SELECT id FROM database_identity")).scalar()
-    except DBAPIError as e:
-        raise DatabaseUnavailable(_unavailable_message(engine, e)) from e
-    return rev, identity
-
-
 def wrap_db_error(engine: Engine, e: DBAPIError) -> DatabaseUnavailable:
-    return DatabaseUnavailable(_unavailable_message(engine, e))
+    return DatabaseUnavailable(unavailable_message(engine, e))

@@ -30,8 +30,9 @@ from sqlalchemy import (
     select,
 )
 
+from tracker.clock import shown_status
 from tracker.errors import AmbiguousRun, MetricNotFound, RunNotFound, TrackerError
-from tracker.modes import MODES, resolve_mode
+from tracker.modes import MODES, check_agg, check_mode, resolve_mode
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -63,15 +64,6 @@ def _run_select() -> Select[Any]:
     return select(run_t, exp_t.c.name.label("experiment_name")).join(
         exp_t, run_t.c.experiment_id == exp_t.c.id
     )
-
-
-def shown_status(
-    status: str, reason: str | None, deadline: datetime, now: datetime
-) -> tuple[str, str | None]:
-    """The status a run is shown with: running past its heartbeat deadline means crashed."""
-    if status == "running" and deadline < now:
-        return "crashed", "crashed"  # its process stopped beating
-    return status, reason
 
 
 def _record(
@@ -261,8 +253,7 @@ def list_runs(
     `environment` (keys of the recorded environment, e.g. `{"backend": "jax"}`, compared as
     text) filter further; `offset` pages.
     """
-    if agg not in ("best", "last"):
-        raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
+    check_agg(agg)
     if order_by is not None and order_by not in SORT_COLUMNS:
         known = ", ".join(SORT_COLUMNS)
         raise TrackerError(f"cannot sort by {order_by!r}: use a metric or one of {known}")
@@ -283,8 +274,7 @@ def list_runs(
         text=text,
         environment=environment,
     )
-    if mode not in MODES:
-        raise TrackerError(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
+    check_mode(mode)
     resolved = None
     if metric:
         try:
@@ -348,8 +338,7 @@ def best_runs(
     experiment: str | None = None,
     top: int = 1,
 ) -> list[RankedRun]:
-    if agg not in ("best", "last"):
-        raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
+    check_agg(agg)
     if top < 1:
         raise TrackerError(f"top must be 1 or more. Received: top={top}")
     mode = known_mode(conn, metric, mode, experiment)

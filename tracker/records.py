@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tracker.clock import utcnow
 from tracker.values import plain
 
 
@@ -54,11 +55,14 @@ class RunRecord:
         return self.id[:8]
 
     @property
+    def label(self) -> str:
+        """How a run is named to a person: `name (short id)`."""
+        return f"{self.name} ({self.short_id})"
+
+    @property
     def duration_s(self) -> float | None:
         end = self.ended_at or (self.heartbeat_at if self.status != "running" else None)
         if end is None:
-            from tracker.writes import utcnow
-
             end = utcnow()
         return (end - self.started_at).total_seconds()
 

@@ -12,22 +12,22 @@ an imported run into one the database already has (`import_runs`), so query comm
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tracker import queries, writes
+from tracker.clock import DEFAULT_HEARTBEAT_S, heartbeat_deadline, shown_status, utcnow
 from tracker.config import mask_url, password_free, resolve_url
-from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, check_schema, make_engine, wrap_db_error
+from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
 from tracker.records import (
     CheckpointRecord,
@@ -38,6 +38,7 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
+from tracker.revisions import check_schema
 from tracker.tables import (
     batch_blocks,
     checkpoints,
@@ -46,10 +47,10 @@ from tracker.tables import (
     params,
     run_destinations,
     runs,
+    stored_value,
     tags,
 )
 from tracker.values import plain
-from tracker.writes import utcnow
 
 T = TypeVar("T")
 
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 
     from tracker.transfer import ImportResult, RunBundle
 
-DEFAULT_HEARTBEAT_S = 30.0
 _LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
 
 
@@ -216,7 +216,7 @@ class Store:
             "stop_details": {},
             "started_at": now,
             "heartbeat_at": now,
-            "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
+            "heartbeat_deadline": heartbeat_deadline(now, heartbeat_interval),
             "epochs_planned": plain(epochs_planned),
             "epochs_done": 0,
             "fit_params": _as_stored(fit_params),
@@ -233,9 +233,7 @@ class Store:
                 writes.put_tags(conn, run_id, tags or {})
 
         self._retrying(tx)
-        status, reason = queries.shown_status(
-            "running", None, row.pop("heartbeat_deadline"), utcnow()
-        )
+        status, reason = shown_status("running", None, row.pop("heartbeat_deadline"), utcnow())
         return RunRecord(
             **{**row, "status": status},
             experiment=experiment,
@@ -264,7 +262,7 @@ class Store:
 
         def tx() -> None:
             with self._driver_write() as conn:
-                deadline = now + timedelta(seconds=2 * heartbeat_interval)
+                deadline = heartbeat_deadline(now, heartbeat_interval)
                 result = conn.exec_driver_sql(
                     writes._sql(conn, writes.EPOCH_DONE_SQL),
                     (epoch, writes.db_time(conn, now), writes.db_time(conn, deadline), run_id),
@@ -333,8 +331,7 @@ class Store:
     ) -> CheckpointRecord:
         """Record a checkpoint file; with `artifact_key`, also the copy the artifact store holds
         (`uploaded`) or is about to receive (see `mark_uploaded`)."""
-        if value is not None and math.isnan(value):
-            value = None
+        value = stored_value(value)
 
         row: dict[str, Any] = {
             "run_id": run_id,
@@ -408,9 +405,7 @@ class Store:
                 conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id, runs.c.status == "running")
-                    .values(
-                        heartbeat_at=now, heartbeat_deadline=now + timedelta(seconds=2 * interval)
-                    )
+                    .values(heartbeat_at=now, heartbeat_deadline=heartbeat_deadline(now, interval))
                 )
 
         self._retrying(tx)
@@ -485,7 +480,7 @@ class Store:
                     "stop_details": {},
                     "ended_at": None,
                     "heartbeat_at": now,
-                    "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
+                    "heartbeat_deadline": heartbeat_deadline(now, heartbeat_interval),
                 }
                 if epochs_planned is not None:
                     values["epochs_planned"] = plain(epochs_planned)

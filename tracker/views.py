@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tracker import artifacts
+from tracker import artifacts, revisions
 from tracker import checkpoints as ckpts
 from tracker.errors import CheckpointError
 from tracker.output import Table, View, fmt_duration, fmt_float, key_values
@@ -25,7 +25,6 @@ from tracker.records import (
     RunRecord,
     json_float,
 )
-from tracker.schema import HEAD, KNOWN_REVISIONS
 
 LR_KEY = "lr"
 _STOP_KEYS = (
@@ -302,7 +301,7 @@ def metrics(run: RunRecord, points: list[MetricPoint], *, batches: bool) -> View
         data.append({**dict(zip(lead, index, strict=True)), "metrics": values})
         table_rows.append([*index, *(values.get(k) for k in keys)])
     table = Table([*lead, *keys], table_rows)
-    return View(data, [Table(table.columns, table.rows, f"Run {run.name} ({run.short_id})")], table)
+    return View(data, [Table(table.columns, table.rows, f"Run {run.label}")], table)
 
 
 # -- restore ------------------------------------------------------------------------------------
@@ -336,7 +335,7 @@ def restored(
     at = f"epoch {ck.epoch}" + (f" batch {ck.batch}" if ck.batch is not None else "")
     if choice.metric and choice.value is not None:
         at += f" ({choice.metric} {fmt_float(choice.value)})"
-    lines = [f"Restored run {run.name} ({run.short_id}) {at}: {ck.kind} from {ck.source}"]
+    lines = [f"Restored run {run.label} {at}: {ck.kind} from {ck.source}"]
     if choice.missed:
         lines.append(f"  note   {choice.missed}")
     lines += [
@@ -363,7 +362,7 @@ def restore_command(run: RunRecord, ck: CheckpointRecord) -> str:
 
 
 def run_names(runs: list[RunRecord]) -> str:
-    shown = ", ".join(f"{r.name} ({r.short_id})" for r in runs[:10])
+    shown = ", ".join(r.label for r in runs[:10])
     more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
     return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {shown}{more}"
 
@@ -383,15 +382,16 @@ def format_tags(tags: dict[str, str]) -> str:
 
 def db_status(url: str, revision: str | None) -> View:
     """`db current`: JSON {"url", "revision", "head", "is_head"}."""
-    data = {"url": url, "revision": revision, "head": HEAD, "is_head": revision == HEAD}
-    if revision == HEAD:
+    head = revisions.HEAD
+    data = {"url": url, "revision": revision, "head": head, "is_head": revision == head}
+    if revision == head:
         line = f"{revision} (head)"
     elif revision is None:
         line = "none: empty database (run `tracker db upgrade`)"
-    elif revision in KNOWN_REVISIONS:
-        line = f"{revision} (not head: head is {HEAD}; run `tracker db upgrade`)"
+    elif revision in revisions.KNOWN_REVISIONS:
+        line = f"{revision} (not head: head is {head}; run `tracker db upgrade`)"
     else:
-        line = f"{revision} (unknown to this tracker, whose head is {HEAD}: upgrade tracker)"
+        line = f"{revision} (unknown to this tracker, whose head is {head}: upgrade tracker)"
     table = Table(list(data), [list(data.values())])
     return View(data, [f"{url}\n{line}"], table)
 

@@ -26,8 +26,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tracker.config import mask_url, sqlite_path
-from tracker.db import current_revision, make_engine
+from tracker.db import make_engine
 from tracker.errors import TrackerError
+from tracker.revisions import current_revision
 from tracker.store import Store
 from tracker.ui import api, pages
 
