@@ -128,7 +128,7 @@ class MetricPoint:
         self, key: str, epoch: int, step: int | None, value: float, time: datetime
     ) -> None:
         # What the generated __init__ of a frozen dataclass does (one object.__setattr__ per
-        # field), at under half the cost: points are made per batch and per row read.
+        # field), for less: points are made per batch and per row read (bench/RESULTS.md, 9).
         d = self.__dict__
         d["key"] = key
         d["epoch"] = epoch

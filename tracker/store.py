@@ -5,8 +5,9 @@ helpers in `queries` and `writes` take the connection as an argument. Nothing he
 transaction open between calls, so a training process writing an epoch never blocks `tracker runs
 list` in another shell.
 
-Statements are SQLAlchemy Core on the tables of `tracker.tables`: the ORM is imported only to merge
-an imported run into one the database already has (`import_runs`), so query commands start fast.
+Statements are SQLAlchemy Core on the tables of `tracker.tables`. The ORM (`tracker.models`) is
+imported only when runs move between stores (`import_runs`, `export_run`, through
+`tracker.transfer`), so query commands start without it.
 """
 
 from __future__ import annotations
@@ -133,10 +134,10 @@ class Store:
 
     @contextmanager
     def _driver_write(self) -> Iterator[writes.DriverCursor]:
-        """The per-epoch hot path: the driver's own cursor in a write transaction. Through a
-        SQLAlchemy Connection the same three statements cost twice as much (0.2 ms against 0.1 on
-        SQLite), and more again inside a fit, where this runs between TensorFlow's steps.
-        Driver errors come out as SQLAlchemy's, like every other method's."""
+        """The per-epoch hot path: the driver's own cursor in a write transaction, which costs
+        less than a SQLAlchemy Connection for the same statements (bench/RESULTS.md, section 9);
+        this runs between the training steps. Driver errors come out as SQLAlchemy's, like every
+        other method's."""
         dbapi = self.engine.dialect.loaded_dbapi
         try:
             raw = self.engine.raw_connection()  # unlike connect(), it leaves driver errors bare

@@ -346,7 +346,7 @@ def db_time(conn: Executor, when: datetime) -> Any:
     if when.tzinfo is not timezone.utc:
         when = when.astimezone(timezone.utc)
     if conn.dialect.name == "sqlite":
-        # SQLAlchemy's own format; isoformat makes it at half strftime's cost (one per batch).
+        # SQLAlchemy's own format; isoformat is cheaper than strftime (one per batch).
         return when.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
     return when
 
