@@ -83,4 +83,4 @@ def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server)
         timeout=60,
     )
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "## 6. A database on another machine" in out.read_text()
+    assert "## 7. A database on another machine" in out.read_text()
