@@ -404,7 +404,7 @@ def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
     """The database cannot be opened at all: training goes on, the whole run lands in the spool
     (named once in a warning), and `tracker sync` moves it into the database later."""
     from tracker import open_store
-    from tracker.sync import sync
+    from tracker.spool import sync
 
     missing = tmp_path / "not-yet"
     url = f"sqlite:///{missing}/x.db"

@@ -22,14 +22,14 @@ STORE = {
     "writes",
     "store",
     "transfer",
-    "sync",
+    "spool",
 }
 TRAINING = {
     "callback",
     "session",
     "recorder",
     "fitguard",
-    "introspect",
+    "keras_objects",
     "environment",
     "checkpointing",
 }
@@ -62,8 +62,10 @@ def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             if node.level:
                 up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*up, base] if base else up)
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
+            # `from package import module` imports the module (and runs the package's
+            # __init__, which is not an import of the package's other names)
+            subs = {f"{base}.{a.name}" for a in node.names} & known.keys()
+            found.update(subs if len(subs) == len(node.names) else {base, *subs})
     out = set()
     for target in found:
         while target and target not in known:

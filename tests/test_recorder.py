@@ -13,7 +13,7 @@ import pytest
 
 from tracker import Store, open_store
 from tracker.recorder import RunRecorder, shared_store
-from tracker.sync import sync
+from tracker.spool import sync
 
 from .latency import behind_proxy
 

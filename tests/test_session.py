@@ -12,7 +12,7 @@ import pytest
 
 from tracker.checkpointing import CheckpointKeeper
 from tracker.fitguard import FitGuard
-from tracker.introspect import fit_params, has_validation
+from tracker.keras_objects import fit_params, has_validation
 from tracker.recorder import RunRecorder
 from tracker.session import RunSession, choose_monitor
 
