@@ -138,7 +138,10 @@ def runs_show(store: Store, run: str, fmt: str) -> None:
       tracker runs show latest
       tracker runs show 3f2a9c1e --format json | jq .stop
     """
-    emit(views.run_show(store.run_detail(run)), fmt)
+    from tracker.artifacts import checkpoint_places
+
+    detail = store.run_detail(run)
+    emit(views.run_show(detail, checkpoint_places(detail.checkpoints)), fmt)
 
 
 @runs.command(name="delete")

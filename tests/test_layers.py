@@ -31,7 +31,7 @@ TRAINING = {
     "fitguard",
     "keras_objects",
     "environment",
-    "checkpointing",
+    "checkpoint_recorder",
 }
 
 

@@ -115,7 +115,7 @@ OLD_REVISIONS = [r for r in KNOWN_REVISIONS if r != HEAD]
 
 
 def _assert_legacy_data_usable(store):
-    from tracker import checkpoints
+    from tracker import checkpoint_files
 
     runs = {r.run.name: r.run for r in store.list_runs(experiment="legacy")}
     assert set(runs) == {"old-best", "old-nan"}
@@ -130,7 +130,7 @@ def _assert_legacy_data_usable(store):
     assert store.metric_history(runs["old-nan"].id, ["val_loss"])[0].value == math.inf
     assert runs["old-best"].params == {"lr": 0.01} and runs["old-best"].tags == {"team": "core"}
     (ck,) = store.checkpoints(runs["old-best"].id)
-    assert ck.epoch == 1 and checkpoints.state(ck) == "missing"
+    assert ck.epoch == 1 and checkpoint_files.state(ck) == "missing"
     # and the upgraded store keeps working for new runs
     seed_run(store, {"val_loss": [0.1]}, name="new-run")
     assert store.best_runs("val_loss")[0].run.name == "new-run"

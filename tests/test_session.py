@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from tracker.checkpointing import CheckpointKeeper
+from tracker.checkpoint_recorder import CheckpointKeeper
 from tracker.fitguard import FitGuard
 from tracker.keras_objects import fit_params, has_validation
 from tracker.recorder import RunRecorder

@@ -18,7 +18,7 @@ import keras
 
 from tracker import keras_objects
 from tracker.artifacts import ArtifactStore, local_folder, store_location
-from tracker.checkpointing import CheckpointKeeper
+from tracker.checkpoint_recorder import CheckpointKeeper
 from tracker.clock import DEFAULT_HEARTBEAT_S, utcnow
 from tracker.config import resolve_url
 from tracker.db import load_dialect

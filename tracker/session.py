@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from tracker.checkpointing import CheckpointKeeper
+from tracker.checkpoint_recorder import CheckpointKeeper
 from tracker.exits import TerminatedBySignal
 from tracker.notices import warn
 from tracker.recorder import RunRecorder

@@ -11,11 +11,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker import artifacts, revisions
-from tracker import checkpoints as ckpts
-from tracker.errors import CheckpointError
 from tracker.output import Table, View, fmt_duration, fmt_float, key_values
 from tracker.records import (
     CheckpointRecord,
@@ -25,6 +23,9 @@ from tracker.records import (
     RunRecord,
     json_float,
 )
+
+if TYPE_CHECKING:
+    from tracker.restore import Choice
 
 LR_KEY = "lr"
 _STOP_KEYS = (
@@ -121,16 +122,16 @@ def best(ranked: list[RankedRun], *, as_list: bool) -> View:
 # -- runs show ----------------------------------------------------------------------------------
 
 
-def run_show(detail: RunDetail) -> View:
+def run_show(detail: RunDetail, places: list[tuple[str, str]]) -> View:
     """`runs show`: the run's JSON with `epochs` as the per-epoch history (the count is in
     `epochs_done`), and `fit_params`, `environment`, `model`, `references`, `stop`, `summaries`
     and `checkpoints` (each with its `state` on disk now: ok, missing or modified, and where it
-    can be had: `available` is local, store, both or neither)."""
+    can be had: `available` is local, store, both or neither). `places` holds those two for
+    each checkpoint (`artifacts.checkpoint_places`: finding them reads the files, so the caller
+    does, and this only shapes data)."""
     run = detail.run
-    states = [ckpts.state(c) for c in detail.checkpoints]
-    where = [
-        artifacts.availability(c, st) for c, st in zip(detail.checkpoints, states, strict=True)
-    ]
+    states = [st for st, _ in places]
+    where = [w for _, w in places]
     keys, epochs = epoch_table(detail.history)
     keys.sort(key=lambda k: k == LR_KEY)  # the learning rate after the metrics
     data = {
@@ -307,30 +308,8 @@ def metrics(run: RunRecord, points: list[MetricPoint], *, batches: bool) -> View
 # -- restore ------------------------------------------------------------------------------------
 
 
-def choose_for_target(choice: ckpts.Choice, to: Path) -> CheckpointRecord:
-    """The first intact of the chosen checkpoints, preferring one whose format fits `to`'s
-    suffix (a run may hold both a ModelCheckpoint `.keras` and the callback's `.weights.h5`
-    there)."""
-    wanted = ckpts.file_format(to.name)
-    fitting = [c for c in choice.candidates if ckpts.checkpoint_format(c) == wanted]
-    if wanted is None or not fitting:
-        return artifacts.verified(choice.candidates)  # copy_out then names the suffix it needs
-    ck, problems = artifacts.first_obtainable(fitting)
-    if ck is not None:
-        return ck
-    others = [c for c in choice.candidates if c not in fitting]
-    intact, more = artifacts.first_obtainable(others)
-    refused = "refusing to restore: " + "; ".join(problems)
-    if intact is None:
-        raise CheckpointError("; ".join([refused, *more]))
-    raise CheckpointError(
-        f"{refused}; the {intact.kind} checkpoint of epoch {intact.epoch} is intact: "
-        f"--to {to.name} would need the suffix {ckpts.checkpoint_format(intact)!r} for it"
-    )
-
-
 def restored(
-    run: RunRecord, ck: CheckpointRecord, to: Path, choice: ckpts.Choice, source: str | None = None
+    run: RunRecord, ck: CheckpointRecord, to: Path, choice: Choice, source: str | None = None
 ) -> str:
     at = f"epoch {ck.epoch}" + (f" batch {ck.batch}" if ck.batch is not None else "")
     if choice.metric and choice.value is not None:

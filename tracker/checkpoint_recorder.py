@@ -16,7 +16,7 @@ from typing import Any
 
 from tracker import keras_objects
 from tracker.artifacts import ArtifactStore, best_key, checkpoint_key, shown
-from tracker.checkpoints import OWN_SOURCE, file_digest
+from tracker.checkpoint_files import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
 from tracker.notices import warn
 from tracker.recorder import RunRecorder
