@@ -63,7 +63,7 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
     from fitmodel import make_data, make_model
 
     from tracker import TrackingCallback
-    from tracker.checkpoint_recorder import CheckpointKeeper
+    from tracker.training.checkpoint_recorder import CheckpointKeeper
 
     server = _moto()
     work = Path(tempfile.mkdtemp(prefix="bench-artifacts-"))

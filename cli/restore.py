@@ -12,7 +12,7 @@ from tracker.artifacts import copy_out
 from tracker.cli.options import pass_store, progress_bar
 
 if TYPE_CHECKING:
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 @click.command()

@@ -21,7 +21,7 @@ from tracker.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 @click.group()

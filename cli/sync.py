@@ -10,8 +10,8 @@ import click
 from tracker.cli.options import App, pass_app
 
 if TYPE_CHECKING:
-    from tracker.store import Store
-    from tracker.transfer import ImportResult
+    from tracker.store.run_store import Store
+    from tracker.store.transfer import ImportResult
 
 
 @click.command()
@@ -50,7 +50,7 @@ def sync(app: App, spool: Path | None, prune: bool, to_all: bool) -> None:
       tracker --db postgresql://tracker@dbhost/tracker sync ~/.cache/tracker/spool.db --prune
       tracker sync --all --prune
     """
-    from tracker import spool as spool_mod  # `spool` is the argument
+    from tracker.store import spool as spool_mod  # `spool` is the argument
 
     path = spool or spool_mod.default_spool_path()
     if to_all:

@@ -404,7 +404,7 @@ def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
     """The database cannot be opened at all: training goes on, the whole run lands in the spool
     (named once in a warning), and `tracker sync` moves it into the database later."""
     from tracker import open_store
-    from tracker.spool import sync
+    from tracker.store.spool import sync
 
     missing = tmp_path / "not-yet"
     url = f"sqlite:///{missing}/x.db"
@@ -434,7 +434,7 @@ def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
 def test_only_the_chief_writes(store, tmp_path, monkeypatch):
     """TF_CONFIG names this process a non-chief worker and no strategy (or backend
     distribution) says otherwise: its fits are not recorded, and it says so, once."""
-    from tracker import callback
+    from tracker.training import callback
 
     monkeypatch.setattr(callback, "_said_not_recorded", False)
     monkeypatch.setenv(

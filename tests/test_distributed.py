@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tracker import keras_objects, open_store
+from tracker import open_store
+from tracker.training import keras_objects
 
 from .conftest import IN_CI
 from .keras_helpers import backend, fit, model, tensorflow_only

@@ -12,11 +12,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from tracker import open_store
-from tracker.db import make_engine
 from tracker.errors import SchemaOutOfDate, SchemaTooNew
-from tracker.migrate import downgrade, script_heads, script_revisions, upgrade
-from tracker.models import Base
-from tracker.revisions import HEAD, KNOWN_REVISIONS, current_revision
+from tracker.store.db import make_engine
+from tracker.store.migrate import downgrade, script_heads, script_revisions, upgrade
+from tracker.store.models import Base
+from tracker.store.revisions import HEAD, KNOWN_REVISIONS, current_revision
 
 from .helpers import seed_run
 

@@ -399,7 +399,7 @@ def test_numpy_values_after_the_start_are_plain_too(db_url, store: Store):
 
 
 def test_imported_runs_are_stored_plain(store: Store):
-    from tracker.transfer import RunBundle
+    from tracker.store.transfer import RunBundle
 
     given, stored = numpy_values()
     fit_given, fit_stored = early_stopping_config()

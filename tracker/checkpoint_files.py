@@ -4,8 +4,8 @@ A checkpoint row is a claim about a file: this path held these bytes (size, sha2
 Files live outside the database and can be overwritten (a fixed ModelCheckpoint `filepath`),
 moved or deleted, so nothing is restored without checking the claim first. Here: a file's digest,
 its state against its record, the format its suffix names, and a copy hashed as it is made.
-Recording checkpoints during training is `tracker.checkpoint_recorder`; choosing one to restore is
-`tracker.restore`.
+Recording checkpoints during training is `tracker.training.checkpoint_recorder`; choosing one
+to restore is `tracker.restore`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from typing import Any
 
 from tracker.errors import TrackerError
 from tracker.modes import infer_mode
-from tracker.output import Table, View, fmt_float, sparkline
+from tracker.output import Table, View, sparkline
 from tracker.records import RunDetail
+from tracker.values import fmt_float
 from tracker.views import LR_KEY, epoch_table, stop
 
 _MISSING = object()

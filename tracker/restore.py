@@ -19,9 +19,9 @@ from tracker import artifacts
 from tracker import checkpoint_files as files
 from tracker.errors import CheckpointError, TrackerError
 from tracker.modes import resolve_mode
-from tracker.output import fmt_float
 from tracker.records import CheckpointRecord, MetricPoint, RunDetail, RunRecord, SummaryRecord
-from tracker.store import Store, open_store
+from tracker.store.run_store import Store, open_store
+from tracker.values import fmt_float
 
 # -- choosing -----------------------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ def _best(
 ) -> Choice:
     """The best epoch that has an end-of-epoch checkpoint (a `min_delta`, a `save_best_only`, a
     batch-based `save_freq` can each leave the run's best epoch without one)."""
-    from tracker.queries import require_metrics  # the store's reads are imported already here
+    from tracker.store.queries import require_metrics  # the store's reads are imported already here
 
     last = last_batch(run)
     ends = [c for c in cks if at_epoch_end(c, last)]

@@ -28,7 +28,7 @@ from tracker.artifacts import (
 
 if TYPE_CHECKING:
     from tracker.records import CheckpointRecord
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 # -- uploads during a run -----------------------------------------------------------------------

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracker import artifacts, revisions
-from tracker.output import Table, View, fmt_duration, fmt_float, key_values
+from tracker import artifacts
+from tracker.output import Table, View, fmt_duration, key_values
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -23,6 +23,8 @@ from tracker.records import (
     RunRecord,
     json_float,
 )
+from tracker.store import revisions
+from tracker.values import fmt_float
 
 if TYPE_CHECKING:
     from tracker.restore import Choice

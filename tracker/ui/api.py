@@ -24,10 +24,10 @@ from starlette.responses import Response
 from tracker import artifacts, comparison, views
 from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
-from tracker.queries import SORT_COLUMNS, BatchSource
 from tracker.records import RankedRun, RunRecord, SummaryRecord, json_float
 from tracker.since import parse_since as parse_moment
-from tracker.store import Store
+from tracker.store.queries import SORT_COLUMNS, BatchSource
+from tracker.store.run_store import Store
 from tracker.ui import series as ser
 from tracker.values import plain
 

@@ -5,9 +5,9 @@ helpers in `queries` and `writes` take the connection as an argument. Nothing he
 transaction open between calls, so a training process writing an epoch never blocks `tracker runs
 list` in another shell.
 
-Statements are SQLAlchemy Core on the tables of `tracker.tables`. The ORM (`tracker.models`) is
-imported only when runs move between stores (`import_runs`, `export_run`, through
-`tracker.transfer`), so query commands start without it.
+Statements are SQLAlchemy Core on the tables of `tracker.store.tables`. The ORM
+(`tracker.store.models`) is imported only when runs move between stores (`import_runs`,
+`export_run`, through `tracker.store.transfer`), so query commands start without it.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from tracker import queries, writes
 from tracker.clock import DEFAULT_HEARTBEAT_S, heartbeat_deadline, shown_status, utcnow
 from tracker.config import mask_url, password_free, resolve_url
-from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
 from tracker.records import (
     CheckpointRecord,
@@ -39,8 +37,10 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
-from tracker.revisions import check_schema
-from tracker.tables import (
+from tracker.store import queries, writes
+from tracker.store.db import SQLITE_BUSY_TIMEOUT_S, WRITE, make_engine, wrap_db_error
+from tracker.store.revisions import check_schema
+from tracker.store.tables import (
     batch_blocks,
     checkpoints,
     metric_summaries,
@@ -58,7 +58,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from tracker.transfer import ImportResult, RunBundle
+    from tracker.store.transfer import ImportResult, RunBundle
 
 _LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
 
@@ -529,8 +529,8 @@ class Store:
         return deleted
 
     def import_runs(self, bundles: Iterable[RunBundle]) -> ImportResult:
-        """Add whole runs (or what they lack) in one transaction; see `tracker.transfer`."""
-        from tracker import transfer
+        """Add whole runs (or what they lack) in one transaction; see `tracker.store.transfer`."""
+        from tracker.store import transfer
 
         bundles = list(bundles)
 
@@ -612,7 +612,7 @@ class Store:
 
     def export_run(self, ref: str) -> RunBundle:
         """The run `ref` names with every metric point and checkpoint, for `import_runs`."""
-        from tracker import transfer
+        from tracker.store import transfer
 
         with self._read() as conn:
             return transfer.export_run(conn, queries.resolve_run_id(conn, ref, utcnow()))

@@ -16,21 +16,21 @@ from typing import Any
 
 import keras
 
-from tracker import keras_objects
 from tracker.artifacts import ArtifactStore, local_folder, store_location
-from tracker.checkpoint_recorder import CheckpointKeeper
 from tracker.clock import DEFAULT_HEARTBEAT_S, utcnow
 from tracker.config import resolve_url
-from tracker.db import load_dialect
-from tracker.environment import collect_environment
-from tracker.exits import TerminatedBySignal, die_by_signal
-from tracker.fitguard import FitGuard, find_fit
 from tracker.modes import check_mode
-from tracker.notices import warn
-from tracker.recorder import RunRecorder
-from tracker.session import RunSession, choose_monitor
-from tracker.spool import default_spool_path
-from tracker.store import Store
+from tracker.store.db import load_dialect
+from tracker.store.run_store import Store
+from tracker.store.spool import default_spool_path
+from tracker.training import keras_objects
+from tracker.training.checkpoint_recorder import CheckpointKeeper
+from tracker.training.environment import collect_environment
+from tracker.training.exits import TerminatedBySignal, die_by_signal
+from tracker.training.fitguard import FitGuard, find_fit
+from tracker.training.notices import warn
+from tracker.training.recorder import RunRecorder
+from tracker.training.session import RunSession, choose_monitor
 from tracker.values import scalar
 
 

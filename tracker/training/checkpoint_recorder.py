@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tracker import keras_objects
 from tracker.artifacts import ArtifactStore, best_key, checkpoint_key, shown
 from tracker.checkpoint_files import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
-from tracker.notices import warn
-from tracker.recorder import RunRecorder
 from tracker.records import SummaryRecord
-from tracker.store import Store
+from tracker.store.run_store import Store
+from tracker.training import keras_objects
+from tracker.training.notices import warn
+from tracker.training.recorder import RunRecorder
 from tracker.uploads import Uploader
 from tracker.values import scalar
 

@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Table, and_, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tracker import tables
 from tracker.clock import utcnow
 from tracker.errors import RunNotFound
 from tracker.records import MetricPoint
-from tracker.tables import experiments, metric_summaries, params, tags
+from tracker.store import tables
+from tracker.store.tables import experiments, metric_summaries, params, tags
 from tracker.values import plain
 
 _ADJECTIVES = [

@@ -42,15 +42,15 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
-from tracker.tables import batch_blocks as blocks_t
-from tracker.tables import checkpoints as ck_t
-from tracker.tables import experiments as exp_t
-from tracker.tables import metric_summaries as sum_t
-from tracker.tables import metrics as metric_t
-from tracker.tables import params as param_t
-from tracker.tables import run_destinations as dest_t
-from tracker.tables import runs as run_t
-from tracker.tables import tags as tag_t
+from tracker.store.tables import batch_blocks as blocks_t
+from tracker.store.tables import checkpoints as ck_t
+from tracker.store.tables import experiments as exp_t
+from tracker.store.tables import metric_summaries as sum_t
+from tracker.store.tables import metrics as metric_t
+from tracker.store.tables import params as param_t
+from tracker.store.tables import run_destinations as dest_t
+from tracker.store.tables import runs as run_t
+from tracker.store.tables import tags as tag_t
 
 STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
 _HEX = re.compile(r"^[0-9a-f]{4,32}$")

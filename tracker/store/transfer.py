@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
-from tracker import queries, tables, writes
 from tracker.clock import heartbeat_deadline, utcnow
-from tracker.models import Checkpoint, Metric, Run
 from tracker.records import CheckpointRecord, MetricPoint, RunRecord
+from tracker.store import queries, tables, writes
+from tracker.store.models import Checkpoint, Metric, Run
 from tracker.values import plain
 
 _FINAL = ("finished", "failed", "interrupted", "crashed")

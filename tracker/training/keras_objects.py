@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from tracker.environment import keras_backend
+from tracker.training.environment import keras_backend
 from tracker.values import plain, scalar
 
 FIT_ARGS = (

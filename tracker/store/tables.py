@@ -2,7 +2,7 @@
 
 The store reads and writes through these tables with Core statements, so `tracker best` and
 `tracker runs list` never import SQLAlchemy's ORM (a third of such a process's start-up);
-`tracker.models` maps typed ORM classes onto the same tables, and the migrations are checked
+`tracker.store.models` maps typed ORM classes onto the same tables, and the migrations are checked
 against this metadata.
 
 Two conventions hold for every metric value column: NULL means NaN (SQLite cannot store NaN and

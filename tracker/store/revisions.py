@@ -1,8 +1,9 @@
 """The schema revisions this package knows, and the check that a database is at the head one.
 
 The list lets opening a store check the database's revision without loading alembic or the
-migration scripts (query commands stay fast); alembic is loaded (`tracker.migrate`) only when there
-is an upgrade to run. A test keeps this list equal to the revisions in `migrations/versions`.
+migration scripts (query commands stay fast); alembic is loaded (`tracker.store.migrate`) only
+when there is an upgrade to run. A test keeps this list equal to the revisions in
+`migrations/versions`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from tracker.db import unavailable_message
 from tracker.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew
+from tracker.store.db import unavailable_message
 
 KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
 HEAD = KNOWN_REVISIONS[-1]
@@ -63,7 +64,7 @@ def check_schema(engine: Engine, *, auto_upgrade: bool) -> str | None:
             f"database schema is at revision {rev!r}, this tracker needs {HEAD!r}: "
             "run `tracker db upgrade`"
         )
-    from tracker.migrate import upgrade  # alembic is loaded only when there is work for it
+    from tracker.store.migrate import upgrade  # alembic is loaded only when there is work for it
 
     upgrade(engine, "head")
     return _revision_and_identity(engine)[1]
