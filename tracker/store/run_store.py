@@ -168,6 +168,15 @@ class Store:
         with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
             yield s
 
+    def _write_tx(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one write transaction, retried while SQLite reports a lock (`_retrying`)."""
+
+        def once() -> T:
+            with self._write() as conn:
+                return fn(conn)
+
+        return self._retrying(once)
+
     def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one write transaction, retrying when SQLite reports a lock held past the timeout."""
         for attempt in range(_LOCK_RETRIES):
@@ -226,14 +235,13 @@ class Store:
             "references": [],
         }
 
-        def tx() -> None:
-            with self._write() as conn:
-                exp_id = writes.experiment_id(conn, experiment)
-                conn.execute(insert(runs), [{**row, "experiment_id": exp_id}])
-                writes.put_params(conn, run_id, params or {})
-                writes.put_tags(conn, run_id, tags or {})
+        def tx(conn: Connection) -> None:
+            exp_id = writes.experiment_id(conn, experiment)
+            conn.execute(insert(runs), [{**row, "experiment_id": exp_id}])
+            writes.put_params(conn, run_id, params or {})
+            writes.put_tags(conn, run_id, tags or {})
 
-        self._retrying(tx)
+        self._write_tx(tx)
         status, reason = shown_status("running", None, row.pop("heartbeat_deadline"), utcnow())
         return RunRecord(
             **{**row, "status": status},
@@ -292,11 +300,10 @@ class Store:
             RunNotFound: no run has the id `run_id`.
         """
 
-        def tx() -> int:
-            with self._write() as conn:
-                return writes.discard_epochs(conn, run_id, from_epoch)
+        def tx(conn: Connection) -> int:
+            return writes.discard_epochs(conn, run_id, from_epoch)
 
-        return self._retrying(tx)
+        return self._write_tx(tx)
 
     def log_batch_metrics(self, run_id: str, points: Iterable[MetricPoint]) -> int:
         """Store batch-level points in bulk (one transaction for all of them). Returns the count."""
@@ -352,46 +359,43 @@ class Store:
             "uploaded_at": (at or utcnow()) if uploaded and artifact_key else None,
         }
 
-        def tx() -> CheckpointRecord:
-            with self._write() as conn:
-                stmt = insert(checkpoints).values(**row).returning(checkpoints.c.id)
-                return CheckpointRecord(id=conn.execute(stmt).scalar_one(), **row)
+        def tx(conn: Connection) -> CheckpointRecord:
+            stmt = insert(checkpoints).values(**row).returning(checkpoints.c.id)
+            return CheckpointRecord(id=conn.execute(stmt).scalar_one(), **row)
 
-        return self._retrying(tx)
+        return self._write_tx(tx)
 
     def mark_uploaded(self, run_id: str, artifact_key: str, sha256: str) -> int:
         """Confirm the artifact-store copy of the run's checkpoints with this key and hash (the
         same bytes recorded twice share one copy); how many rows were confirmed."""
         c = checkpoints.c
 
-        def tx() -> int:
-            with self._write() as conn:
-                stmt = (
-                    update(checkpoints)
-                    .where(c.run_id == run_id, c.artifact_key == artifact_key)
-                    .where(c.sha256 == sha256, c.uploaded_at.is_(None))
-                    .values(uploaded_at=utcnow())
-                )
-                return conn.execute(stmt).rowcount
+        def tx(conn: Connection) -> int:
+            stmt = (
+                update(checkpoints)
+                .where(c.run_id == run_id, c.artifact_key == artifact_key)
+                .where(c.sha256 == sha256, c.uploaded_at.is_(None))
+                .values(uploaded_at=utcnow())
+            )
+            return conn.execute(stmt).rowcount
 
-        return self._retrying(tx)
+        return self._write_tx(tx)
 
     def record_upload(self, checkpoint_id: int, *, artifact_root: str, artifact_key: str) -> None:
         """The checkpoint's copy is now confirmed at `artifact_root`/`artifact_key`."""
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(
-                    update(checkpoints)
-                    .where(checkpoints.c.id == checkpoint_id)
-                    .values(
-                        artifact_root=artifact_root,
-                        artifact_key=artifact_key,
-                        uploaded_at=utcnow(),
-                    )
+        def tx(conn: Connection) -> None:
+            conn.execute(
+                update(checkpoints)
+                .where(checkpoints.c.id == checkpoint_id)
+                .values(
+                    artifact_root=artifact_root,
+                    artifact_key=artifact_key,
+                    uploaded_at=utcnow(),
                 )
+            )
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def pending_uploads(self, run_id: str | None = None) -> list[CheckpointRecord]:
         """Checkpoints whose copy in the artifact store was never confirmed, oldest first."""
@@ -401,15 +405,14 @@ class Store:
     def heartbeat(self, run_id: str, interval: float = DEFAULT_HEARTBEAT_S) -> None:
         now = utcnow()
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.id == run_id, runs.c.status == "running")
-                    .values(heartbeat_at=now, heartbeat_deadline=heartbeat_deadline(now, interval))
-                )
+        def tx(conn: Connection) -> None:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "running")
+                .values(heartbeat_at=now, heartbeat_deadline=heartbeat_deadline(now, interval))
+            )
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Replace run-level JSON facts learned after the start (model, references, fit_params,
@@ -426,11 +429,10 @@ class Store:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
         stored = {k: plain(v) for k, v in fields.items()}
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(update(runs).where(runs.c.id == run_id).values(**stored))
+        def tx(conn: Connection) -> None:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**stored))
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def finish_run(
         self,
@@ -444,23 +446,22 @@ class Store:
         """Close a run with its final status and why it stopped (`get_run` reads it back)."""
         now = at or utcnow()
 
-        def tx() -> None:
-            with self._write() as conn:
-                result = conn.execute(
-                    update(runs)
-                    .where(runs.c.id == run_id)
-                    .values(
-                        status=status,
-                        stop_reason=stop_reason,
-                        stop_details=_as_stored(stop_details),
-                        ended_at=now,
-                        heartbeat_at=now,
-                    )
+        def tx(conn: Connection) -> None:
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status=status,
+                    stop_reason=stop_reason,
+                    stop_details=_as_stored(stop_details),
+                    ended_at=now,
+                    heartbeat_at=now,
                 )
-                if result.rowcount == 0:
-                    raise RunNotFound(f"no run with id {run_id!r}")
+            )
+            if result.rowcount == 0:
+                raise RunNotFound(f"no run with id {run_id!r}")
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def resume_run(
         self,
@@ -472,32 +473,30 @@ class Store:
         """Put a past run back in state `running` so a new `fit` can append epochs to it."""
         now = utcnow()
 
-        def tx() -> str:
-            with self._write() as conn:
-                run_id = queries.resolve_run_id(conn, ref, now)
-                values: dict[str, Any] = {
-                    "status": "running",
-                    "stop_reason": None,
-                    "stop_details": {},
-                    "ended_at": None,
-                    "heartbeat_at": now,
-                    "heartbeat_deadline": heartbeat_deadline(now, heartbeat_interval),
-                }
-                if epochs_planned is not None:
-                    values["epochs_planned"] = plain(epochs_planned)
-                conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
-                return run_id
+        def tx(conn: Connection) -> str:
+            run_id = queries.resolve_run_id(conn, ref, now)
+            values: dict[str, Any] = {
+                "status": "running",
+                "stop_reason": None,
+                "stop_details": {},
+                "ended_at": None,
+                "heartbeat_at": now,
+                "heartbeat_deadline": heartbeat_deadline(now, heartbeat_interval),
+            }
+            if epochs_planned is not None:
+                values["epochs_planned"] = plain(epochs_planned)
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            return run_id
 
-        return self.get_run(self._retrying(tx))
+        return self.get_run(self._write_tx(tx))
 
     def set_tags(self, ref: str, tags: Mapping[str, Any]) -> RunRecord:
-        def tx() -> str:
-            with self._write() as conn:
-                run_id = queries.resolve_run_id(conn, ref, utcnow())
-                writes.put_tags(conn, run_id, tags)
-                return run_id
+        def tx(conn: Connection) -> str:
+            run_id = queries.resolve_run_id(conn, ref, utcnow())
+            writes.put_tags(conn, run_id, tags)
+            return run_id
 
-        return self.get_run(self._retrying(tx))
+        return self.get_run(self._write_tx(tx))
 
     def delete_runs(
         self, run_ids: Iterable[str], *, progress: Callable[[int], None] | None = None
@@ -547,12 +546,11 @@ class Store:
         known, and its URL, which is stored without its password (`config.password_free`)."""
         row = {"url": password_free(url), "database_id": database_id}
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(delete(run_destinations).where(run_destinations.c.run_id == run_id))
-                conn.execute(insert(run_destinations), [{"run_id": run_id, **row}])
+        def tx(conn: Connection) -> None:
+            conn.execute(delete(run_destinations).where(run_destinations.c.run_id == run_id))
+            conn.execute(insert(run_destinations), [{"run_id": run_id, **row}])
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     # -- reading --------------------------------------------------------------------------------
 
