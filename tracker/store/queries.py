@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import (
     Connection,
@@ -212,6 +212,37 @@ def _where(
     if text:
         q = q.where(func.lower(run_t.c.name).contains(text.lower(), autoescape=True))
     return q
+
+
+class RunFilters(TypedDict, total=False):
+    """Which runs a listing holds (`_where`): every filter is optional."""
+
+    experiment: str | None
+    status: str | None
+    tags: dict[str, str] | None
+    params: dict[str, str] | None
+    since: datetime | None
+    stop_reason: str | None
+    text: str | None
+    environment: dict[str, str] | None
+
+
+class ListOrder(RunFilters, total=False):
+    """The filters, plus which metric a listing shows and how it is ordered (`list_runs`)."""
+
+    metric: str | None
+    sort: str | None
+    agg: str
+    mode: str
+    order_by: str | None
+    descending: bool | None
+
+
+class ListOptions(ListOrder, total=False):
+    """Everything `list_runs` takes: the filters, the order and a page of it."""
+
+    limit: int | None
+    offset: int
 
 
 def count_listed(conn: Connection, now: datetime, **filters: Any) -> int:

@@ -57,7 +57,9 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+    from typing_extensions import Unpack
 
+    from tracker.store.queries import ListOptions, ListOrder
     from tracker.store.transfer import ImportResult, RunBundle
 
 _LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
@@ -570,7 +572,7 @@ class Store:
             now = utcnow()
             return queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
 
-    def list_runs(self, **filters: Any) -> list[RankedRun]:
+    def list_runs(self, **filters: Unpack[ListOptions]) -> list[RankedRun]:
         """See `queries.list_runs` for the filters."""
         with self._read() as conn:
             return queries.list_runs(conn, utcnow(), **filters)
@@ -627,7 +629,7 @@ class Store:
                 queries.run_record(conn, i, now) for i in queries.resolve_run_ids(conn, refs, now)
             ]
 
-    def list_runs_checked(self, **filters: Any) -> list[RankedRun]:
+    def list_runs_checked(self, **filters: Unpack[ListOptions]) -> list[RankedRun]:
         """`list_runs`, but a `metric` or `sort` that no run recorded raises `MetricNotFound`
         (naming the metrics that exist) instead of showing an empty column."""
         with self._read() as conn:
@@ -686,13 +688,19 @@ class Store:
     # -- the web UI's reads (read-only) ---------------------------------------------------------
 
     def runs_page(
-        self, *, metrics: Sequence[str] = (), limit: int = 50, offset: int = 0, **filters: Any
+        self,
+        *,
+        metrics: Sequence[str] = (),
+        limit: int = 50,
+        offset: int = 0,
+        **filters: Unpack[ListOrder],
     ) -> RunsPage:
         """One page of `list_runs_checked` (same filters and order) with the total count of the
         filtered runs and the summaries of `metrics` for the runs of the page: what the runs
         table shows, read in one transaction without any metric history."""
+        where: dict[str, Any] = dict(filters)
         page_filters = {
-            k: filters.pop(k) for k in ("metric", "sort", "agg", "mode", "order_by") if k in filters
+            k: where.pop(k) for k in ("metric", "sort", "agg", "mode", "order_by") if k in where
         }
         with self._read() as conn:
             now = utcnow()
@@ -702,10 +710,10 @@ class Store:
                 if known:
                     queries.require_metrics(wanted, known, "in this database")
             total = queries.count_listed(
-                conn, now, **{k: v for k, v in filters.items() if k != "descending"}
+                conn, now, **{k: v for k, v in where.items() if k != "descending"}
             )
             ranked = queries.list_runs(
-                conn, now, limit=limit, offset=offset, **page_filters, **filters
+                conn, now, limit=limit, offset=offset, **page_filters, **where
             )
             ids = [r.run.id for r in ranked]
             return RunsPage(total, ranked, queries.summaries_of(conn, ids, list(metrics)))
