@@ -101,9 +101,11 @@ class Store:
 
     @property
     def masked_url(self) -> str:
+        """The URL with its password masked: the only form messages show."""
         return mask_url(self.url)
 
     def close(self) -> None:
+        """Close the engine's pooled connections (the `with` block does it on exit)."""
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -405,6 +407,8 @@ class Store:
             return queries.pending_uploads(conn, run_id)
 
     def heartbeat(self, run_id: str, interval: float = DEFAULT_HEARTBEAT_S) -> None:
+        """Note that the run's process is alive: the run counts as crashed only once its new
+        deadline (`clock.heartbeat_deadline`) passes without another beat."""
         now = utcnow()
 
         def tx(conn: Connection) -> None:
@@ -493,6 +497,8 @@ class Store:
         return self.get_run(self._write_tx(tx))
 
     def set_tags(self, ref: str, tags: Mapping[str, Any]) -> RunRecord:
+        """Add or replace tags of the run `ref` names; the run as it now stands."""
+
         def tx(conn: Connection) -> str:
             run_id = queries.resolve_run_id(conn, ref, utcnow())
             writes.put_tags(conn, run_id, tags)
@@ -568,6 +574,8 @@ class Store:
             return queries.resolve_run_id(conn, ref, utcnow())
 
     def get_run(self, ref: str) -> RunRecord:
+        """The run `ref` names: a full id, a unique id prefix, `latest` or a name
+        (`queries.resolve_run_id`)."""
         with self._read() as conn:
             now = utcnow()
             return queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
@@ -593,20 +601,25 @@ class Store:
             )
 
     def summaries(self, run_id: str) -> dict[str, SummaryRecord]:
+        """Each metric's summary for the run (count, first, last, min, max), by key."""
         with self._read() as conn:
             return queries.summaries(conn, run_id)
 
     def metric_history(
         self, run_id: str, keys: Iterable[str] | None = None, *, batches: bool = False
     ) -> list[MetricPoint]:
+        """The run's points of `keys` (all without), epoch-level or with `batches` batch-level,
+        ordered by epoch, batch and key."""
         with self._read() as conn:
             return queries.metric_history(conn, run_id, keys, batches=batches)
 
     def checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """The run's recorded checkpoints in the order they were recorded."""
         with self._read() as conn:
             return queries.checkpoints(conn, run_id)
 
     def metric_keys(self, run_id: str | None = None) -> list[str]:
+        """The epoch-level metric keys of the run, or of every run without `run_id`."""
         with self._read() as conn:
             return queries.metric_keys(conn, run_id)
 
@@ -618,6 +631,7 @@ class Store:
             return transfer.export_run(conn, queries.resolve_run_id(conn, ref, utcnow()))
 
     def run_ids(self) -> list[str]:
+        """The id of every run in the store."""
         with self._read() as conn:
             return queries.run_ids(conn)
 
