@@ -63,7 +63,7 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
     from fitmodel import make_data, make_model
 
     from tracker import TrackingCallback
-    from tracker.checkpointing import CheckpointKeeper
+    from tracker.training.checkpoint_recorder import CheckpointKeeper
 
     server = _moto()
     work = Path(tempfile.mkdtemp(prefix="bench-artifacts-"))
@@ -155,7 +155,7 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from tracker.artifacts import ArtifactStore
-from tracker.checkpoints import file_digest
+from tracker.checkpoint_files import file_digest
 step, src, root, size, sha = sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 store = ArtifactStore(root)
 def status(field):  # this process's own figures (ru_maxrss carries the parent's peak over exec)

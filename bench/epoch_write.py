@@ -14,7 +14,7 @@ from common import EPOCH_KEYS, epoch_logs, summarize
 from harness import Context
 
 from tracker import open_store
-from tracker.callback import TrackingCallback
+from tracker.training.callback import TrackingCallback
 
 
 class FakeModel:

@@ -21,7 +21,7 @@ from harness import Context, dbname, drop_sqlite
 
 from tracker import open_store
 from tracker.records import MetricPoint, RunRecord
-from tracker.transfer import RunBundle
+from tracker.store.transfer import RunBundle
 
 
 def _dt(t: float) -> datetime:

@@ -32,8 +32,8 @@ from common import ui_runs  # noqa: E402
 
 from tracker import open_store  # noqa: E402
 from tracker.records import MetricPoint  # noqa: E402
-from tracker.store import Store  # noqa: E402
-from tracker.tables import experiments, metric_summaries, params, runs  # noqa: E402
+from tracker.store.run_store import Store  # noqa: E402
+from tracker.store.tables import experiments, metric_summaries, params, runs  # noqa: E402
 from tracker.ui.app import create_app, open_read_only  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

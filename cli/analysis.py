@@ -11,7 +11,7 @@ from tracker import comparison, views
 from tracker.cli.options import agg_option, emit, format_option, mode_option, pass_store
 
 if TYPE_CHECKING:
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 @click.command()

@@ -9,7 +9,7 @@ import click
 from tracker.cli.options import pass_store
 
 if TYPE_CHECKING:
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 @click.group()

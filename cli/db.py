@@ -28,7 +28,7 @@ def upgrade(app: App) -> None:
     Example:
       tracker --db postgresql://tracker@dbhost/tracker db upgrade
     """
-    from tracker.db import check_schema, current_revision
+    from tracker.store.revisions import check_schema, current_revision
 
     engine = app.engine()
     before = current_revision(engine)
@@ -48,7 +48,7 @@ def current(app: App, fmt: str) -> None:
     Example:
       tracker db current --format json
     """
-    from tracker.db import current_revision
+    from tracker.store.revisions import current_revision
 
     emit(views.db_status(app.masked_url, current_revision(app.engine())), fmt)
 
@@ -64,12 +64,12 @@ def downgrade(app: App, revision: str, yes: bool) -> None:
     Example:
       tracker db downgrade base --yes
     """
-    from tracker.db import current_revision
+    from tracker.store.revisions import current_revision
 
     engine = app.engine()
     before = current_revision(engine)
     confirm(f"Downgrade {app.masked_url} from {before} to {revision}, dropping data?", yes)
-    from tracker.migrate import downgrade as run_downgrade
+    from tracker.store.migrate import downgrade as run_downgrade
 
     run_downgrade(engine, revision)
     click.echo(views.downgraded(app.masked_url, before, current_revision(engine)))

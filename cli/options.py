@@ -20,7 +20,7 @@ from tracker.output import FORMATS, View, render
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +39,7 @@ class App:
     def store(self) -> Store:
         """The store, opened on first use and closed when the command ends."""
         if self._store is None:
-            from tracker.store import Store
+            from tracker.store.run_store import Store
 
             ctx = click.get_current_context().find_root()
             self._store = ctx.with_resource(Store(self.url))
@@ -47,7 +47,7 @@ class App:
 
     def engine(self) -> Engine:
         """A bare engine (no schema check, no migration), for the `db` commands."""
-        from tracker.db import make_engine
+        from tracker.store.db import make_engine
 
         engine = make_engine(self.url)
         click.get_current_context().find_root().call_on_close(engine.dispose)

@@ -12,7 +12,7 @@ from tracker.artifacts import copy_out
 from tracker.cli.options import pass_store, progress_bar
 
 if TYPE_CHECKING:
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 @click.command()
@@ -70,10 +70,10 @@ def restore(
         raise click.UsageError("--epoch cannot be combined with --best or --metric")
     if batch is not None and epoch is None:
         raise click.UsageError("--batch needs --epoch: the epoch the batch belongs to")
-    from tracker.restore import select_checkpoints
+    from tracker.restore import choose_for_target, select_checkpoints
 
     detail, choice = select_checkpoints(store, run, epoch=epoch, batch=batch, metric=metric)
-    ck = views.choose_for_target(choice, to)
+    ck = choose_for_target(choice, to)
     with progress_bar(ck.size, f"Copying {Path(ck.path).name}", min_length=64 << 20) as advance:
         written, source = copy_out(ck, to, force=force, progress=advance)
     click.echo(views.restored(detail.run, ck, written, choice, source))

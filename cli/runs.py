@@ -21,7 +21,7 @@ from tracker.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 @click.group()
@@ -138,7 +138,10 @@ def runs_show(store: Store, run: str, fmt: str) -> None:
       tracker runs show latest
       tracker runs show 3f2a9c1e --format json | jq .stop
     """
-    emit(views.run_show(store.run_detail(run)), fmt)
+    from tracker.artifacts import checkpoint_places
+
+    detail = store.run_detail(run)
+    emit(views.run_show(detail, checkpoint_places(detail.checkpoints)), fmt)
 
 
 @runs.command(name="delete")
@@ -181,4 +184,4 @@ def runs_tag(store: Store, run: str, tags: dict[str, str]) -> None:
       tracker runs tag latest stage=prod reviewed=yes
     """
     record = store.set_tags(run, tags)
-    click.echo(f"Tagged {record.name} ({record.short_id}): {views.format_tags(tags)}")
+    click.echo(f"Tagged {record.label}: {views.format_tags(tags)}")

@@ -10,8 +10,8 @@ import click
 from tracker.cli.options import App, pass_app
 
 if TYPE_CHECKING:
-    from tracker.store import Store
-    from tracker.transfer import ImportResult
+    from tracker.store.run_store import Store
+    from tracker.store.transfer import ImportResult
 
 
 @click.command()
@@ -50,11 +50,11 @@ def sync(app: App, spool: Path | None, prune: bool, to_all: bool) -> None:
       tracker --db postgresql://tracker@dbhost/tracker sync ~/.cache/tracker/spool.db --prune
       tracker sync --all --prune
     """
-    from tracker import sync as spool_sync
+    from tracker.store import spool as spool_mod  # `spool` is the argument
 
-    path = spool or spool_sync.default_spool_path()
+    path = spool or spool_mod.default_spool_path()
     if to_all:
-        done = spool_sync.sync_all(path, app.url, prune=prune)
+        done = spool_mod.sync_all(path, app.url, prune=prune)
         for url, result in done.pushed:
             click.echo(_synced(path, url, result))
         for group, reason in done.unreached:
@@ -71,8 +71,8 @@ def sync(app: App, spool: Path | None, prune: bool, to_all: bool) -> None:
         click.echo(f"no spool file at {path}: no spooled runs to push")
         _finish_uploads(store)
         return
-    click.echo(_synced(path, store.masked_url, spool_sync.sync(path, store, prune=prune)))
-    for group in spool_sync.elsewhere(path, store):
+    click.echo(_synced(path, store.masked_url, spool_mod.sync(path, store, prune=prune)))
+    for group in spool_mod.elsewhere(path, store):
         click.echo(
             f"{len(group.run_ids)} runs in the spool are meant for {group.url}; push them "
             f"with: {group.command(path)}"

@@ -5,8 +5,8 @@ the URL comes from `tracker.config` (`TRACKER_DB_URL` or the default SQLite file
 from alembic import context
 
 from tracker.config import resolve_url
-from tracker.db import make_engine
-from tracker.models import Base
+from tracker.store.db import make_engine
+from tracker.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from tracker import Store
-from tracker.checkpoints import file_digest
+from tracker.checkpoint_files import file_digest
 from tracker.cli.main import cli
 from tracker.records import CheckpointRecord
 

@@ -17,7 +17,7 @@ import pytest
 
 from tracker import open_store
 from tracker.artifacts import ArtifactStore, FileChanged, clean_root, shown
-from tracker.checkpoints import file_digest
+from tracker.checkpoint_files import file_digest
 
 from .cli_support import checkpoint_file, fails, ok_json, run
 from .conftest import S3_BUCKET as BUCKET

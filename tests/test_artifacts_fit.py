@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tracker import open_store
-from tracker.checkpoints import file_digest
+from tracker.checkpoint_files import file_digest
 
 from .cli_support import ok_json, run
 from .conftest import S3_BUCKET

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tracker import checkpoints
+from tracker import checkpoint_files
 
 from .conftest import IN_CI
 from .keras_helpers import data, fit, model, tensorflow_only
@@ -245,7 +245,7 @@ def test_model_checkpoint_epoch_paths(store, tmp_path):
     assert [c.path for c in cks] == [
         str(tmp_path / "ck" / f"m-{e + 1:02d}.keras") for e in range(3)
     ]
-    assert all(checkpoints.state(c) == "ok" for c in cks)
+    assert all(checkpoint_files.state(c) == "ok" for c in cks)
     assert [c.monitor for c in cks] == ["val_loss"] * 3
     assert cks[0].value == pytest.approx(_series(store, cb.run_id, "val_loss")[0])
 
@@ -259,7 +259,7 @@ def test_fixed_path_save_best_only_keeps_one_valid_reference(store, tmp_path):
     fit(model(), [cb, mc], epochs=4)
     cks = store.checkpoints(cb.run_id)
     assert len(cks) >= 2 and all(c.is_best and c.kind == "weights" for c in cks)
-    assert [checkpoints.state(c) for c in cks] == ["modified"] * (len(cks) - 1) + ["ok"]
+    assert [checkpoint_files.state(c) for c in cks] == ["modified"] * (len(cks) - 1) + ["ok"]
 
 
 def test_integer_save_freq(store, tmp_path):
@@ -404,7 +404,7 @@ def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
     """The database cannot be opened at all: training goes on, the whole run lands in the spool
     (named once in a warning), and `tracker sync` moves it into the database later."""
     from tracker import open_store
-    from tracker.sync import sync
+    from tracker.store.spool import sync
 
     missing = tmp_path / "not-yet"
     url = f"sqlite:///{missing}/x.db"
@@ -434,7 +434,7 @@ def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
 def test_only_the_chief_writes(store, tmp_path, monkeypatch):
     """TF_CONFIG names this process a non-chief worker and no strategy (or backend
     distribution) says otherwise: its fits are not recorded, and it says so, once."""
-    from tracker import callback
+    from tracker.training import callback
 
     monkeypatch.setattr(callback, "_said_not_recorded", False)
     monkeypatch.setenv(
@@ -493,7 +493,7 @@ def test_best_weights_kept_in_memory_are_written_when_fit_fails(store, tmp_path)
     losses = _series(store, cb.run_id, "loss")
     own = store.checkpoints(cb.run_id)
     assert own[0].epoch == 0  # the first best is written at once
-    assert own[-1].epoch == int(np.argmin(losses)) and checkpoints.state(own[-1]) == "ok"
+    assert own[-1].epoch == int(np.argmin(losses)) and checkpoint_files.state(own[-1]) == "ok"
     assert len(own) <= 2  # not one file write per improvement
 
 

@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 from tracker import Store, open_store
 from tracker.cli.main import TrackerGroup, cli
 from tracker.errors import RunNotFound
-from tracker.queries import STATUSES
 from tracker.records import MetricPoint
-from tracker.schema import HEAD, KNOWN_REVISIONS
+from tracker.store.queries import STATUSES
+from tracker.store.revisions import HEAD, KNOWN_REVISIONS
 
 from .cli_support import fails, ok_json, run
 from .helpers import seed_run, seed_three
@@ -132,9 +132,8 @@ def test_out_of_date_postgresql_asks_for_db_upgrade(pg_url, monkeypatch):
         seed_three(s)
     # Pretend this tracker ships a newer revision than the one the database has.
     newer = "9998"
-    for module in ("tracker.db", "tracker.views"):
-        monkeypatch.setattr(f"{module}.HEAD", newer)
-        monkeypatch.setattr(f"{module}.KNOWN_REVISIONS", (*KNOWN_REVISIONS, newer))
+    monkeypatch.setattr("tracker.store.revisions.HEAD", newer)
+    monkeypatch.setattr("tracker.store.revisions.KNOWN_REVISIONS", (*KNOWN_REVISIONS, newer))
     err = fails(pg_url, "runs", "list")
     assert "run `tracker db upgrade`" in err and f"at revision {HEAD!r}" in err
     current = run(pg_url, "db", "current")

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from tracker import Store
-from tracker.schema import HEAD
+from tracker.store.revisions import HEAD
 
 from .cli_support import fails, ok_json, run
 from .helpers import seed_three

@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tracker import introspect, open_store
+from tracker import open_store
+from tracker.training import keras_objects
 
 from .conftest import IN_CI
 from .keras_helpers import backend, fit, model, tensorflow_only
@@ -56,17 +57,17 @@ def test_a_strategy_is_asked_before_tf_config():
     def on(strategy):
         return SimpleNamespace(distribute_strategy=strategy)
 
-    assert introspect.not_the_writer(on(SomeStrategy(True))) is None
-    said = introspect.not_the_writer(on(SomeStrategy(False)))
+    assert keras_objects.not_the_writer(on(SomeStrategy(True))) is None
+    said = keras_objects.not_the_writer(on(SomeStrategy(False)))
     assert said == "its SomeStrategy says this worker does not checkpoint"
     os.environ["TF_CONFIG"] = WORKER_1
     try:
-        assert introspect.not_the_writer(on(SomeStrategy(True))) is None
-        said = introspect.not_the_writer(on(_DefaultDistributionStrategy(True)))
+        assert keras_objects.not_the_writer(on(SomeStrategy(True))) is None
+        said = keras_objects.not_the_writer(on(_DefaultDistributionStrategy(True)))
         assert said == "TF_CONFIG names it worker 1"
     finally:
         del os.environ["TF_CONFIG"]
-    assert introspect.not_the_writer(on(_DefaultDistributionStrategy(True))) is None
+    assert keras_objects.not_the_writer(on(_DefaultDistributionStrategy(True))) is None
 
 
 @tensorflow_only("tf.distribute")

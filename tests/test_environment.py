@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from tracker import environment
-from tracker.environment import _git_state_by_parts, collect_environment, git_state
+from tracker.training import environment
+from tracker.training.environment import _git_state_by_parts, collect_environment, git_state
 
 from .conftest import IN_CI
 

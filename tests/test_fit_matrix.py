@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from tracker import checkpoints
+from tracker import checkpoint_files
 
 from .conftest import IN_CI
 from .keras_helpers import backend, data, fit, model, steps_per_execution_above_1, tensorflow_only
@@ -376,10 +376,10 @@ def test_resume_continues_the_best_and_keeps_restore_valid(store, tmp_path):
     restored = restore_weights(model(), first.run_id, store=store)
     assert restored.epoch == best_epoch
     for ck in store.checkpoints(first.run_id):
-        if ck.source == checkpoints.OWN_SOURCE and ck.id == max(
-            c.id for c in store.checkpoints(first.run_id) if c.source == checkpoints.OWN_SOURCE
+        if ck.source == checkpoint_files.OWN_SOURCE and ck.id == max(
+            c.id for c in store.checkpoints(first.run_id) if c.source == checkpoint_files.OWN_SOURCE
         ):
-            assert checkpoints.state(ck) == "ok"  # the file matches its latest record
+            assert checkpoint_files.state(ck) == "ok"  # the file matches its latest record
 
 
 def test_resume_over_recorded_epochs_replaces_them(store, tmp_path):

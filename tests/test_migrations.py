@@ -12,11 +12,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from tracker import open_store
-from tracker.db import current_revision, make_engine
 from tracker.errors import SchemaOutOfDate, SchemaTooNew
-from tracker.migrate import downgrade, script_heads, script_revisions, upgrade
-from tracker.models import Base
-from tracker.schema import HEAD, KNOWN_REVISIONS
+from tracker.store.db import make_engine
+from tracker.store.migrate import downgrade, script_heads, script_revisions, upgrade
+from tracker.store.models import Base
+from tracker.store.revisions import HEAD, KNOWN_REVISIONS, current_revision
 
 from .helpers import seed_run
 
@@ -115,7 +115,7 @@ OLD_REVISIONS = [r for r in KNOWN_REVISIONS if r != HEAD]
 
 
 def _assert_legacy_data_usable(store):
-    from tracker import checkpoints
+    from tracker import checkpoint_files
 
     runs = {r.run.name: r.run for r in store.list_runs(experiment="legacy")}
     assert set(runs) == {"old-best", "old-nan"}
@@ -130,7 +130,7 @@ def _assert_legacy_data_usable(store):
     assert store.metric_history(runs["old-nan"].id, ["val_loss"])[0].value == math.inf
     assert runs["old-best"].params == {"lr": 0.01} and runs["old-best"].tags == {"team": "core"}
     (ck,) = store.checkpoints(runs["old-best"].id)
-    assert ck.epoch == 1 and checkpoints.state(ck) == "missing"
+    assert ck.epoch == 1 and checkpoint_files.state(ck) == "missing"
     # and the upgraded store keeps working for new runs
     seed_run(store, {"val_loss": [0.1]}, name="new-run")
     assert store.best_runs("val_loss")[0].run.name == "new-run"

@@ -12,8 +12,8 @@ import warnings
 import pytest
 
 from tracker import Store, open_store
-from tracker.recorder import RunRecorder, shared_store
-from tracker.sync import sync
+from tracker.store.spool import sync
+from tracker.training.recorder import RunRecorder, shared_store
 
 from .latency import behind_proxy
 
@@ -76,7 +76,7 @@ FORK = textwrap.dedent(
     """
     import os, sys, uuid
     from tracker import Store
-    from tracker.recorder import RunRecorder, shared_store
+    from tracker.training.recorder import RunRecorder, shared_store
 
     url = sys.argv[1]
 
@@ -202,7 +202,7 @@ FORK_IN_FLIGHT = textwrap.dedent(
     """
     import os, sys, uuid
     from tracker import Store
-    from tracker.recorder import RunRecorder
+    from tracker.training.recorder import RunRecorder
 
     recorder = RunRecorder(sys.argv[1])
     parent = uuid.uuid4().hex

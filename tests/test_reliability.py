@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from tracker import open_store
-from tracker.sync import sync
+from tracker.store.spool import sync
 
 from .conftest import IN_CI
 from .keras_helpers import fit, model

@@ -10,11 +10,11 @@ import warnings
 
 import pytest
 
-from tracker.checkpointing import CheckpointKeeper
-from tracker.fitguard import FitGuard
-from tracker.introspect import fit_params, has_validation
-from tracker.recorder import RunRecorder
-from tracker.session import RunSession, choose_monitor
+from tracker.training.checkpoint_recorder import CheckpointKeeper
+from tracker.training.fitguard import FitGuard
+from tracker.training.keras_objects import fit_params, has_validation
+from tracker.training.recorder import RunRecorder
+from tracker.training.session import RunSession, choose_monitor
 
 
 class WeightsModel:

@@ -22,8 +22,8 @@ from sqlalchemy import create_engine, func, select, text
 
 from tracker import Store, open_store
 from tracker.config import mask_url, password_free, resolve_url
-from tracker.recorder import RunRecorder
-from tracker.tables import metrics, runs
+from tracker.store.tables import metrics, runs
+from tracker.training.recorder import RunRecorder
 
 from .cli_support import run
 from .helpers import seed_run

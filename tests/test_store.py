@@ -249,7 +249,7 @@ def test_delete_runs_reports_progress_per_chunk(store: Store):
 
 
 def test_copy_verified_hashes_while_copying(store: Store, tmp_path):
-    from tracker.checkpoints import copy_verified, file_digest
+    from tracker.checkpoint_files import copy_verified, file_digest
     from tracker.errors import CheckpointError
 
     run_id = seed_run(store, {"loss": [1.0]})
@@ -399,7 +399,7 @@ def test_numpy_values_after_the_start_are_plain_too(db_url, store: Store):
 
 
 def test_imported_runs_are_stored_plain(store: Store):
-    from tracker.transfer import RunBundle
+    from tracker.store.transfer import RunBundle
 
     given, stored = numpy_values()
     fit_given, fit_stored = early_stopping_config()

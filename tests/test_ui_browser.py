@@ -31,7 +31,7 @@ from tests.ui_browser import (  # noqa: F401 - fixtures too
     ui,
     ui_store,
 )
-from tracker import checkpoints as ckpts
+from tracker import checkpoint_files, restore
 from tracker.modes import infer_mode
 
 pytestmark = [pytest.mark.browser, pytest.mark.keras]
@@ -118,14 +118,16 @@ def test_run_page_ticks_each_checkpoint_epoch_with_its_state(ui, ui_store):
     assert [m["epoch"] for m in ticks if m["source"] == "ModelCheckpoint"] == saved
     assert {m["state"] for m in ticks if m["source"] == "ModelCheckpoint"} == {"ok"}
     records = store.checkpoints(run_id)
-    assert [(m["epoch"], m["state"]) for m in ticks] == [(c.epoch, ckpts.state(c)) for c in records]
+    assert [(m["epoch"], m["state"]) for m in ticks] == [
+        (c.epoch, checkpoint_files.state(c)) for c in records
+    ]
     table = ui.page.eval_on_selector_all(
         "#checkpoints tbody tr", "rs => rs.map(r => [+r.dataset.epoch, r.dataset.state])"
     )
     assert table == [[m["epoch"], m["state"]] for m in ticks]
     # the best marker follows the metric the run was judged by, in its direction
     keys = list(store.summaries(run_id))
-    monitor = ckpts.default_monitor(store.get_run(run_id), records, keys)
+    monitor = restore.default_monitor(store.get_run(run_id), records, keys)
     s = store.summaries(run_id)[monitor]
     best = s.min_epoch if infer_mode(monitor) == "min" else s.max_epoch
     assert [m["epoch"] for m in markers if m["kind"] == "best"] == [best]

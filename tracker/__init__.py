@@ -22,14 +22,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from tracker.callback import TrackingCallback
     from tracker.restore import restore_weights
-    from tracker.store import Store, open_store
+    from tracker.store.run_store import Store, open_store
+    from tracker.training.callback import TrackingCallback
 
 _LAZY = {
-    "Store": "tracker.store",
-    "open_store": "tracker.store",
-    "TrackingCallback": "tracker.callback",
+    "Store": "tracker.store.run_store",
+    "open_store": "tracker.store.run_store",
+    "TrackingCallback": "tracker.training.callback",
     "restore_weights": "tracker.restore",
 }
 

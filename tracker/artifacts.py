@@ -13,7 +13,6 @@ the query commands.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tracker import checkpoint_files as files
+from tracker.checkpoint_files import CHUNK
 from tracker.config import default_artifacts_dir, mask_url
 from tracker.errors import CheckpointError, TrackerError
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from tracker.records import CheckpointRecord
 
 ENV_VAR = "TRACKER_ARTIFACTS"
-CHUNK = 1 << 20
 PROGRESS_MIN_BYTES = 64 << 20  # smaller fetches end before a bar would be read
 WRITE_BLOCK = 8 << 20  # a remote file's buffer (S3 multipart parts are at least 5 MiB)
 _SECRET_PARAM = re.compile(
@@ -202,18 +202,10 @@ class ArtifactStore:
     ) -> Path:
         """Fetch `key` to `to` through a temporary file renamed only once size and sha256 match."""
         tmp = to.with_name(f".{to.name}.partial")
-        h, got = hashlib.sha256(), 0
         try:
             with self._open_read(key) as src, open(tmp, "wb") as dst:
-                for block in iter(lambda: src.read(CHUNK), b""):
-                    got += len(block)
-                    if got > size:
-                        break
-                    dst.write(block)
-                    h.update(block)
-                    if progress is not None:
-                        progress(len(block))
-            if (got, h.hexdigest()) != (size, sha256):
+                got = files.copy_hashed(src, dst, size, progress)
+            if got != (size, sha256):
                 raise CheckpointError(
                     f"refusing to restore: the artifact store's copy {shown(self.uri(key))} does "
                     "not match the recorded size and sha256"
@@ -266,15 +258,9 @@ def _abandon(fs: Any, out: Any, path: str) -> None:
 
 
 def _stream(src: Path, out: Any, size: int, sha256: str, progress: Progress | None) -> None:
-    h, sent = hashlib.sha256(), 0
     with open(src, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            out.write(block)
-            h.update(block)
-            sent += len(block)
-            if progress is not None:
-                progress(len(block))
-    if (sent, h.hexdigest()) != (size, sha256):
+        got = files.copy_hashed(f, out, size, progress)
+    if got != (size, sha256):
         raise FileChanged(f"{src} changed after it was recorded; its copy is not stored")
 
 
@@ -318,14 +304,22 @@ def availability(ck: CheckpointRecord, local_state: str) -> str:
     return BOTH if local and stored else LOCAL if local else STORE if stored else NEITHER
 
 
-def first_obtainable(cks: list[CheckpointRecord]) -> tuple[CheckpointRecord | None, list[str]]:
-    """Like `checkpoints.first_intact`, but a checkpoint whose local file is gone or changed
-    still counts when the artifact store holds its copy."""
-    from tracker import checkpoints
-
-    _, problems = checkpoints.first_intact(cks)
+def checkpoint_places(cks: list[CheckpointRecord]) -> list[tuple[str, str]]:
+    """Each checkpoint's state on disk now (`ok`, `missing`, `modified`: its file is hashed) and
+    where it can be had (`availability`)."""
+    out = []
     for ck in cks:
-        if checkpoints.state(ck) == checkpoints.OK or in_store(ck):
+        st = files.state(ck)
+        out.append((st, availability(ck, st)))
+    return out
+
+
+def first_obtainable(cks: list[CheckpointRecord]) -> tuple[CheckpointRecord | None, list[str]]:
+    """Like `files.first_intact`, but a checkpoint whose local file is gone or changed
+    still counts when the artifact store holds its copy."""
+    _, problems = files.first_intact(cks)
+    for ck in cks:
+        if files.state(ck) == files.OK or in_store(ck):
             return ck, problems
     if any(ck.artifact_key for ck in cks):
         problems.append("and the artifact store holds no confirmed copy")
@@ -333,7 +327,7 @@ def first_obtainable(cks: list[CheckpointRecord]) -> tuple[CheckpointRecord | No
 
 
 def verified(cks: list[CheckpointRecord]) -> CheckpointRecord:
-    """`checkpoints.verified`, with the artifact store's copies as a second place to look."""
+    """`files.verified`, with the artifact store's copies as a second place to look."""
     ck, problems = first_obtainable(cks)
     if ck is None:
         raise CheckpointError("refusing to restore: " + "; ".join(problems))
@@ -344,9 +338,7 @@ def verified(cks: list[CheckpointRecord]) -> CheckpointRecord:
 def local_copy(ck: CheckpointRecord) -> Iterator[Path]:
     """A verified local file of the checkpoint: its own file when intact, else a temporary
     copy fetched from the artifact store (removed afterwards)."""
-    from tracker import checkpoints
-
-    if checkpoints.state(ck) == checkpoints.OK or not in_store(ck):
+    if files.state(ck) == files.OK or not in_store(ck):
         yield Path(ck.path)
         return
     store = store_for(ck)
@@ -375,12 +367,10 @@ def copy_out(
 ) -> tuple[Path, str]:
     """Copy the checkpoint to `to` from its local file when that is intact, else from the artifact
     store; returns the file and where it came from (its path or URI)."""
-    from tracker import checkpoints
-
     to = to.expanduser().resolve()
-    if checkpoints.state(ck) == checkpoints.OK or not in_store(ck):
-        return checkpoints.copy_verified(ck, to, force=force, progress=progress), ck.path
-    checkpoints.check_target(ck, to, force=force)
+    if files.state(ck) == files.OK or not in_store(ck):
+        return files.copy_verified(ck, to, force=force, progress=progress), ck.path
+    files.check_target(ck, to, force=force)
     store = store_for(ck)
     assert store is not None and ck.artifact_key is not None
     store.download(ck.artifact_key, to, ck.size, ck.sha256, progress)

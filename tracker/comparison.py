@@ -13,8 +13,9 @@ from typing import Any
 
 from tracker.errors import TrackerError
 from tracker.modes import infer_mode
-from tracker.output import Table, View, fmt_float, sparkline
+from tracker.output import Table, View, sparkline
 from tracker.records import RunDetail
+from tracker.values import fmt_float
 from tracker.views import LR_KEY, epoch_table, stop
 
 _MISSING = object()
@@ -139,7 +140,7 @@ def _curves(details: list[RunDetail], metrics: list[str]) -> list[dict[str, Any]
 
 
 def _names(details: list[RunDetail]) -> list[str]:
-    return [f"{d.run.name} ({d.run.short_id})" for d in details]
+    return [d.run.label for d in details]
 
 
 def _params_table(details: list[RunDetail], params: list[dict[str, Any]], all_: bool) -> Table:

@@ -12,6 +12,7 @@ import math
 from tracker.errors import TrackerError
 
 MODES = ("auto", "min", "max")
+AGGS = ("best", "last")
 _MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2", "similarity")
 _MIN_HINTS = (
     "loss",
@@ -41,15 +42,27 @@ def infer_mode(metric: str) -> str | None:
     return None
 
 
+def check_mode(mode: str, error: type[Exception] = TrackerError) -> str:
+    """`mode` when it is one of `MODES`; `error` (ValueError for the Keras callback) otherwise."""
+    if mode not in MODES:
+        raise error(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
+    return mode
+
+
+def check_agg(agg: str) -> str:
+    """`agg` when it is `best` or `last`."""
+    if agg not in AGGS:
+        raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
+    return agg
+
+
 def resolve_mode(metric: str, mode: str = "auto") -> str:
     """`mode` itself, or the inferred direction for `auto`.
 
     Raises:
         TrackerError: `mode` is not one of `auto`, `min`, `max`, or `auto` cannot tell.
     """
-    if mode not in MODES:
-        raise TrackerError(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
-    if mode != "auto":
+    if check_mode(mode) != "auto":
         return mode
     inferred = infer_mode(metric)
     if inferred is None:

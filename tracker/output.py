@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from tracker.records import json_float
-from tracker.values import plain
+from tracker.values import fmt_float, plain
 
 FORMATS = ("table", "json", "csv")
 SPARK_BARS = "▁▂▃▄▅▆▇█"
@@ -99,14 +99,6 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(plain(value), allow_nan=False, default=str)
     return str(value)
-
-
-def fmt_float(value: float) -> str:
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.4g}"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tracker.clock import utcnow
 from tracker.values import plain
 
 
@@ -54,11 +55,14 @@ class RunRecord:
         return self.id[:8]
 
     @property
+    def label(self) -> str:
+        """How a run is named to a person: `name (short id)`."""
+        return f"{self.name} ({self.short_id})"
+
+    @property
     def duration_s(self) -> float | None:
         end = self.ended_at or (self.heartbeat_at if self.status != "running" else None)
         if end is None:
-            from tracker.writes import utcnow
-
             end = utcnow()
         return (end - self.started_at).total_seconds()
 
@@ -124,7 +128,7 @@ class MetricPoint:
         self, key: str, epoch: int, step: int | None, value: float, time: datetime
     ) -> None:
         # What the generated __init__ of a frozen dataclass does (one object.__setattr__ per
-        # field), at under half the cost: points are made per batch and per row read.
+        # field), for less: points are made per batch and per row read (bench/RESULTS.md, 9).
         d = self.__dict__
         d["key"] = key
         d["epoch"] = epoch

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tracker import checkpoint_files as files
 from tracker.artifacts import (
     ArtifactStore,
     FileChanged,
@@ -27,7 +28,7 @@ from tracker.artifacts import (
 
 if TYPE_CHECKING:
     from tracker.records import CheckpointRecord
-    from tracker.store import Store
+    from tracker.store.run_store import Store
 
 
 # -- uploads during a run -----------------------------------------------------------------------
@@ -100,10 +101,8 @@ def _upload_recorded(
     store: Store, ck: CheckpointRecord, target: ArtifactStore, key: str, progress: Progress | None
 ) -> str | None:
     """Upload one intact checkpoint and confirm it; the reason when it cannot be done."""
-    from tracker import checkpoints
-
-    st = checkpoints.state(ck)
-    if st != checkpoints.OK:
+    st = files.state(ck)
+    if st != files.OK:
         return (
             f"checkpoint {ck.path} (epoch {ck.epoch}) is {st} here: its upload cannot be finished"
         )

@@ -108,3 +108,12 @@ def flat_logs(logs: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[str(key)] = value
     return out
+
+
+def fmt_float(value: float) -> str:
+    """A metric value as messages and tables show it to a person: four significant digits."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.4g}"

@@ -11,12 +11,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker import artifacts
-from tracker import checkpoints as ckpts
-from tracker.errors import CheckpointError
-from tracker.output import Table, View, fmt_duration, fmt_float, key_values
+from tracker.output import Table, View, fmt_duration, key_values
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -25,7 +23,11 @@ from tracker.records import (
     RunRecord,
     json_float,
 )
-from tracker.schema import HEAD, KNOWN_REVISIONS
+from tracker.store import revisions
+from tracker.values import fmt_float
+
+if TYPE_CHECKING:
+    from tracker.restore import Choice
 
 LR_KEY = "lr"
 _STOP_KEYS = (
@@ -122,16 +124,16 @@ def best(ranked: list[RankedRun], *, as_list: bool) -> View:
 # -- runs show ----------------------------------------------------------------------------------
 
 
-def run_show(detail: RunDetail) -> View:
+def run_show(detail: RunDetail, places: list[tuple[str, str]]) -> View:
     """`runs show`: the run's JSON with `epochs` as the per-epoch history (the count is in
     `epochs_done`), and `fit_params`, `environment`, `model`, `references`, `stop`, `summaries`
     and `checkpoints` (each with its `state` on disk now: ok, missing or modified, and where it
-    can be had: `available` is local, store, both or neither)."""
+    can be had: `available` is local, store, both or neither). `places` holds those two for
+    each checkpoint (`artifacts.checkpoint_places`: finding them reads the files, so the caller
+    does, and this only shapes data)."""
     run = detail.run
-    states = [ckpts.state(c) for c in detail.checkpoints]
-    where = [
-        artifacts.availability(c, st) for c, st in zip(detail.checkpoints, states, strict=True)
-    ]
+    states = [st for st, _ in places]
+    where = [w for _, w in places]
     keys, epochs = epoch_table(detail.history)
     keys.sort(key=lambda k: k == LR_KEY)  # the learning rate after the metrics
     data = {
@@ -302,41 +304,19 @@ def metrics(run: RunRecord, points: list[MetricPoint], *, batches: bool) -> View
         data.append({**dict(zip(lead, index, strict=True)), "metrics": values})
         table_rows.append([*index, *(values.get(k) for k in keys)])
     table = Table([*lead, *keys], table_rows)
-    return View(data, [Table(table.columns, table.rows, f"Run {run.name} ({run.short_id})")], table)
+    return View(data, [Table(table.columns, table.rows, f"Run {run.label}")], table)
 
 
 # -- restore ------------------------------------------------------------------------------------
 
 
-def choose_for_target(choice: ckpts.Choice, to: Path) -> CheckpointRecord:
-    """The first intact of the chosen checkpoints, preferring one whose format fits `to`'s
-    suffix (a run may hold both a ModelCheckpoint `.keras` and the callback's `.weights.h5`
-    there)."""
-    wanted = ckpts.file_format(to.name)
-    fitting = [c for c in choice.candidates if ckpts.checkpoint_format(c) == wanted]
-    if wanted is None or not fitting:
-        return artifacts.verified(choice.candidates)  # copy_out then names the suffix it needs
-    ck, problems = artifacts.first_obtainable(fitting)
-    if ck is not None:
-        return ck
-    others = [c for c in choice.candidates if c not in fitting]
-    intact, more = artifacts.first_obtainable(others)
-    refused = "refusing to restore: " + "; ".join(problems)
-    if intact is None:
-        raise CheckpointError("; ".join([refused, *more]))
-    raise CheckpointError(
-        f"{refused}; the {intact.kind} checkpoint of epoch {intact.epoch} is intact: "
-        f"--to {to.name} would need the suffix {ckpts.checkpoint_format(intact)!r} for it"
-    )
-
-
 def restored(
-    run: RunRecord, ck: CheckpointRecord, to: Path, choice: ckpts.Choice, source: str | None = None
+    run: RunRecord, ck: CheckpointRecord, to: Path, choice: Choice, source: str | None = None
 ) -> str:
     at = f"epoch {ck.epoch}" + (f" batch {ck.batch}" if ck.batch is not None else "")
     if choice.metric and choice.value is not None:
         at += f" ({choice.metric} {fmt_float(choice.value)})"
-    lines = [f"Restored run {run.name} ({run.short_id}) {at}: {ck.kind} from {ck.source}"]
+    lines = [f"Restored run {run.label} {at}: {ck.kind} from {ck.source}"]
     if choice.missed:
         lines.append(f"  note   {choice.missed}")
     lines += [
@@ -363,7 +343,7 @@ def restore_command(run: RunRecord, ck: CheckpointRecord) -> str:
 
 
 def run_names(runs: list[RunRecord]) -> str:
-    shown = ", ".join(f"{r.name} ({r.short_id})" for r in runs[:10])
+    shown = ", ".join(r.label for r in runs[:10])
     more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
     return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {shown}{more}"
 
@@ -383,15 +363,16 @@ def format_tags(tags: dict[str, str]) -> str:
 
 def db_status(url: str, revision: str | None) -> View:
     """`db current`: JSON {"url", "revision", "head", "is_head"}."""
-    data = {"url": url, "revision": revision, "head": HEAD, "is_head": revision == HEAD}
-    if revision == HEAD:
+    head = revisions.HEAD
+    data = {"url": url, "revision": revision, "head": head, "is_head": revision == head}
+    if revision == head:
         line = f"{revision} (head)"
     elif revision is None:
         line = "none: empty database (run `tracker db upgrade`)"
-    elif revision in KNOWN_REVISIONS:
-        line = f"{revision} (not head: head is {HEAD}; run `tracker db upgrade`)"
+    elif revision in revisions.KNOWN_REVISIONS:
+        line = f"{revision} (not head: head is {head}; run `tracker db upgrade`)"
     else:
-        line = f"{revision} (unknown to this tracker, whose head is {HEAD}: upgrade tracker)"
+        line = f"{revision} (unknown to this tracker, whose head is {head}: upgrade tracker)"
     table = Table(list(data), [list(data.values())])
     return View(data, [f"{url}\n{line}"], table)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tracker.migrate import upgrade
+from tracker.store.migrate import upgrade
 
 HERE = Path(__file__).parent
 T0 = "2026-01-01 00:00:00"

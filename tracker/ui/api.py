@@ -21,13 +21,13 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker import comparison, views
+from tracker import artifacts, comparison, views
 from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
-from tracker.queries import SORT_COLUMNS, BatchSource
 from tracker.records import RankedRun, RunRecord, SummaryRecord, json_float
 from tracker.since import parse_since as parse_moment
-from tracker.store import Store
+from tracker.store.queries import SORT_COLUMNS, BatchSource
+from tracker.store.run_store import Store
 from tracker.ui import series as ser
 from tracker.values import plain
 
@@ -250,7 +250,7 @@ def run_data(store: Store, ref: str, *, history: bool = True) -> dict[str, Any]:
     the restore command of each checkpoint by its index.
     Without `history` its `epochs` array is empty: the charts read the series, not this."""
     detail = store.run_detail(ref, history=history)
-    data = views.run_show(detail).data
+    data = views.run_show(detail, artifacts.checkpoint_places(detail.checkpoints)).data
     data["modes"] = {key: infer_mode(key) for key in detail.summaries}
     data["restore_commands"] = {
         str(i): views.restore_command(detail.run, ck) for i, ck in enumerate(detail.checkpoints)

@@ -26,9 +26,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tracker.config import mask_url, sqlite_path
-from tracker.db import current_revision, make_engine
 from tracker.errors import TrackerError
-from tracker.store import Store
+from tracker.store.db import make_engine
+from tracker.store.revisions import current_revision
+from tracker.store.run_store import Store
 from tracker.ui import api, pages
 
 Scope = MutableMapping[str, Any]

@@ -19,9 +19,10 @@ from starlette.responses import HTMLResponse, Response
 
 from tracker.errors import TrackerError
 from tracker.modes import infer_mode
-from tracker.output import cell, flatten, fmt_duration, fmt_float
-from tracker.queries import STATUSES
+from tracker.output import cell, flatten, fmt_duration
+from tracker.store.queries import STATUSES
 from tracker.ui import api
+from tracker.values import fmt_float
 
 STOP_REASONS = (
     "completed",

@@ -9,7 +9,7 @@ Python loop. NaN (None here, as the store gives a NULL) takes no part in min/max
 bucket's last point, so a run that went NaN ends on its NaN.
 
 A batch series is not read whole to be downsampled: `build_from_blocks` gives the same points
-from the store's block summaries (`tracker.tables.batch_blocks`), reading point by point only
+from the store's block summaries (`tracker.store.tables.batch_blocks`), reading point by point only
 the blocks that a bucket's edge or the range's ends cut.
 
 Pure functions on lists (and on a `BlockSource` the caller binds to its transaction): no
@@ -201,7 +201,7 @@ _Span = tuple[int, int, int]
 
 
 class BlockSource(Protocol):
-    """What `build_from_blocks` reads (`tracker.queries.BatchSource`)."""
+    """What `build_from_blocks` reads (`tracker.store.queries.BatchSource`)."""
 
     def blocks(self) -> list[Any]: ...
     def points(self, spans: Sequence[_Span]) -> list[Any]: ...

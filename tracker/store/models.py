@@ -1,6 +1,6 @@
-"""Typed ORM classes of the run store, mapped onto the Core tables of `tracker.tables`.
+"""Typed ORM classes of the run store, mapped onto the Core tables of `tracker.store.tables`.
 
-The schema is defined once, in `tracker.tables`; these classes give it typed attributes and
+The schema is defined once, in `tracker.store.tables`; these classes give it typed attributes and
 relationships for code that works with objects (importing a spooled run into one the database
 already has). No queries and no I/O here.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
 
-from tracker import tables
+from tracker.store import tables
 
 
 class Base(DeclarativeBase):

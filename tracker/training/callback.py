@@ -16,22 +16,22 @@ from typing import Any
 
 import keras
 
-from tracker import introspect
 from tracker.artifacts import ArtifactStore, local_folder, store_location
-from tracker.checkpointing import CheckpointKeeper
+from tracker.clock import DEFAULT_HEARTBEAT_S, utcnow
 from tracker.config import resolve_url
-from tracker.db import load_dialect
-from tracker.environment import collect_environment
-from tracker.exits import TerminatedBySignal, die_by_signal
-from tracker.fitguard import FitGuard, find_fit
-from tracker.modes import MODES
-from tracker.notices import warn
-from tracker.recorder import RunRecorder
-from tracker.session import RunSession, choose_monitor
-from tracker.store import DEFAULT_HEARTBEAT_S, Store
-from tracker.sync import default_spool_path
+from tracker.modes import check_mode
+from tracker.store.db import load_dialect
+from tracker.store.run_store import Store
+from tracker.store.spool import default_spool_path
+from tracker.training import keras_objects
+from tracker.training.checkpoint_recorder import CheckpointKeeper
+from tracker.training.environment import collect_environment
+from tracker.training.exits import TerminatedBySignal, die_by_signal
+from tracker.training.fitguard import FitGuard, find_fit
+from tracker.training.notices import warn
+from tracker.training.recorder import RunRecorder
+from tracker.training.session import RunSession, choose_monitor
 from tracker.values import scalar
-from tracker.writes import utcnow
 
 
 class TrackingCallback(keras.callbacks.Callback):
@@ -95,8 +95,7 @@ class TrackingCallback(keras.callbacks.Callback):
         store: Store | None = None,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
+        check_mode(mode, ValueError)
         if log_every_n_batches is not None and log_every_n_batches < 1:
             raise ValueError(
                 f"log_every_n_batches must be a positive integer or None. "
@@ -149,7 +148,7 @@ class TrackingCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._end_previous()
         self.run_id = None
-        reason = introspect.not_the_writer(self.model)
+        reason = keras_objects.not_the_writer(self.model)
         if reason is not None:
             _not_recorded(reason)  # one run per fit, written by process 0
             return
@@ -167,7 +166,7 @@ class TrackingCallback(keras.callbacks.Callback):
         cb_list, fit_frame = find_fit(self)
         fit_locals = dict(fit_frame.f_locals) if fit_frame is not None else {}
         others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]
-        self._optimizers = introspect.optimizers(self.model)
+        self._optimizers = keras_objects.optimizers(self.model)
         self._steps = {}
         self._built_at_start = bool(getattr(self.model, "built", True))
         session = RunSession(
@@ -180,10 +179,10 @@ class TrackingCallback(keras.callbacks.Callback):
         resume, self.resume = self.resume, None  # used by this fit only
         session.start(self._facts(fit_locals, others), resume)
         self._session, self.run_id = session, session.run_id
-        refs = introspect.references(others)
+        refs = keras_objects.references(others)
         if refs:
             recorder.submit(Store.update_run, session.run_id, references=refs)
-        es = introspect.early_stopping(others)
+        es = keras_objects.early_stopping(others)
         store, folder = self._artifacts_store()
         session.keeper = CheckpointKeeper(
             recorder,
@@ -192,7 +191,7 @@ class TrackingCallback(keras.callbacks.Callback):
             monitor=choose_monitor(
                 self.monitor,
                 es.monitor if es is not None else None,
-                introspect.has_validation(fit_locals),
+                keras_objects.has_validation(fit_locals),
             ),
             mode=self.mode,
             min_delta=self.min_delta,
@@ -217,9 +216,9 @@ class TrackingCallback(keras.callbacks.Callback):
             name=self.run_name,
             params=self.user_params,
             tags=self.tags,
-            fit_params=introspect.fit_params(self.params, fit_locals, others),
+            fit_params=keras_objects.fit_params(self.params, fit_locals, others),
             environment=collect_environment(),
-            model=introspect.model_info(self.model),
+            model=keras_objects.model_info(self.model),
             epochs_planned=scalar_int((self.params or {}).get("epochs")),
             heartbeat_interval=self.heartbeat_interval,
             started_at=utcnow(),
@@ -253,7 +252,7 @@ class TrackingCallback(keras.callbacks.Callback):
         self._guard = guard
         guard.install(self.model, cb_list, fit_frame, own=self)
         keeper = self._session.keeper if self._session else None
-        for cb in introspect.find(self._others, "ModelCheckpoint"):
+        for cb in keras_objects.find(self._others, "ModelCheckpoint"):
             if keeper is not None:
                 guard.patch_method(cb, "_save_model", keeper.watcher(cb))
         guard.install_signals()
@@ -287,8 +286,8 @@ class TrackingCallback(keras.callbacks.Callback):
         if self._session is not None and self._session.active:
             try:
                 if len(self._optimizers) > 1:
-                    self._steps = introspect.steps_taken(self._optimizers)
-                lrs = introspect.current_lrs(self._optimizers)
+                    self._steps = keras_objects.steps_taken(self._optimizers)
+                lrs = keras_objects.current_lrs(self._optimizers)
                 self._session.epoch_begin(epoch, lrs)
             except Exception as e:  # noqa: BLE001
                 self._broken(e)
@@ -310,19 +309,19 @@ class TrackingCallback(keras.callbacks.Callback):
         session = self._session
         assert session is not None
         if self._steps:
-            now = introspect.steps_taken(self._optimizers)
+            now = keras_objects.steps_taken(self._optimizers)
             idle = {k for k, n in now.items() if n == self._steps.get(k)}
             session.epoch_lrs = {k: v for k, v in session.epoch_lrs.items() if k not in idle}
         if not self._built_at_start:
             self._built_at_start = True
-            session.update_facts(model=introspect.model_info(self.model))
+            session.update_facts(model=keras_objects.model_info(self.model))
 
     def _after_train_end(self, logs: dict[str, Any] | None = None) -> None:
         session = self._session
         if session is None or not session.active:
             return
         try:
-            reason, details = introspect.stop_reason(
+            reason, details = keras_objects.stop_reason(
                 self.model, session.stopper, self._others, session.epoch
             )
         except Exception as e:  # noqa: BLE001

@@ -21,12 +21,12 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from tracker.checkpointing import CheckpointKeeper
-from tracker.exits import TerminatedBySignal
-from tracker.notices import warn
-from tracker.recorder import RunRecorder
 from tracker.records import MetricPoint, RunRecord
-from tracker.store import Store
+from tracker.store.run_store import Store
+from tracker.training.checkpoint_recorder import CheckpointKeeper
+from tracker.training.exits import TerminatedBySignal
+from tracker.training.notices import warn
+from tracker.training.recorder import RunRecorder
 from tracker.values import flat_logs, scalar
 
 INTERRUPTS = (KeyboardInterrupt, TerminatedBySignal)

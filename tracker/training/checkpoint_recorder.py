@@ -1,7 +1,7 @@
 """Checkpoints written during a run: the callback's own best-weights copy, and every file that
 ModelCheckpoint writes, each recorded with its size and sha256 as written.
 
-Duck-typed like `introspect` (no Keras import): a model only needs `save_weights`, a
+Duck-typed like `keras_objects` (no Keras import): a model only needs `save_weights`, a
 ModelCheckpoint its `_save_model`, `_get_file_path`, `monitor` and `save_*` attributes.
 """
 
@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tracker import introspect
 from tracker.artifacts import ArtifactStore, best_key, checkpoint_key, shown
-from tracker.checkpoints import OWN_SOURCE, file_digest
+from tracker.checkpoint_files import OWN_SOURCE, file_digest
 from tracker.modes import infer_mode, is_improvement
-from tracker.notices import warn
-from tracker.recorder import RunRecorder
 from tracker.records import SummaryRecord
-from tracker.store import Store
+from tracker.store.run_store import Store
+from tracker.training import keras_objects
+from tracker.training.notices import warn
+from tracker.training.recorder import RunRecorder
 from tracker.uploads import Uploader
 from tracker.values import scalar
 
@@ -221,7 +221,9 @@ class CheckpointKeeper:
             is_best = value is not None
         else:
             prev = self._watched_best.get(id(cb))
-            is_best = value is not None and is_improvement(value, prev, introspect.monitor_mode(cb))
+            is_best = value is not None and is_improvement(
+                value, prev, keras_objects.monitor_mode(cb)
+            )
             if is_best:
                 self._watched_best[id(cb)] = value  # type: ignore[assignment]
         kind = "weights" if cb.save_weights_only else "model"

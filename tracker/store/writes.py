@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Table, and_, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tracker import tables
+from tracker.clock import utcnow
 from tracker.errors import RunNotFound
 from tracker.records import MetricPoint
-from tracker.tables import experiments, metric_summaries, params, tags
+from tracker.store import tables
+from tracker.store.tables import experiments, metric_summaries, params, tags
 from tracker.values import plain
 
 _ADJECTIVES = [
@@ -62,10 +63,6 @@ _NOUNS = [
     "wren",
     "zephyr",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def encode_param(value: Any) -> str:
@@ -295,8 +292,7 @@ def discard_epochs(conn: Connection, run_id: str, from_epoch: int) -> int:
 
 def _nan_as_null(row: dict[str, Any]) -> dict[str, Any]:
     for k in ("first_value", "last_value"):
-        if row[k] != row[k]:
-            row[k] = None
+        row[k] = tables.stored_value(row[k])
     return row
 
 
@@ -350,7 +346,7 @@ def db_time(conn: Executor, when: datetime) -> Any:
     if when.tzinfo is not timezone.utc:
         when = when.astimezone(timezone.utc)
     if conn.dialect.name == "sqlite":
-        # SQLAlchemy's own format; isoformat makes it at half strftime's cost (one per batch).
+        # SQLAlchemy's own format; isoformat is cheaper than strftime (one per batch).
         return when.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
     return when
 
@@ -362,8 +358,7 @@ def metric_tuples(conn: Executor, run_id: str, points: list[MetricPoint]) -> lis
         t = times.get(p.time)
         if t is None:
             t = times[p.time] = db_time(conn, p.time)
-        value = None if p.value != p.value else p.value  # NaN is stored as NULL
-        rows.append((run_id, p.key, p.epoch, p.step, value, t))
+        rows.append((run_id, p.key, p.epoch, p.step, tables.stored_value(p.value), t))
     return rows
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
-from tracker import exits
+from tracker.training import exits
 
 # Raised by the data pipeline to end an epoch: control flow, not failure.
 _CONTROL_FLOW = ("StopIteration", "OutOfRangeError", "GeneratorExit", "StopAsyncIteration")

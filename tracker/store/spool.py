@@ -24,8 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from tracker.config import ENV_VAR, mask_url, password_free, same_database
 from tracker.errors import TrackerError
 from tracker.records import RunDestination
-from tracker.store import Store, open_store
-from tracker.transfer import ImportResult
+from tracker.store.run_store import Store, open_store
+from tracker.store.transfer import ImportResult
 
 SPOOL_ENV_VAR = "TRACKER_SPOOL"
 

@@ -9,14 +9,14 @@ in one transaction: it lands whole or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import timedelta
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
-from tracker import queries, tables, writes
-from tracker.models import Checkpoint, Metric, Run
+from tracker.clock import heartbeat_deadline, utcnow
 from tracker.records import CheckpointRecord, MetricPoint, RunRecord
+from tracker.store import queries, tables, writes
+from tracker.store.models import Checkpoint, Metric, Run
 from tracker.values import plain
 
 _FINAL = ("finished", "failed", "interrupted", "crashed")
@@ -38,7 +38,7 @@ class ImportResult:
 
 
 def export_run(conn: Connection, run_id: str) -> RunBundle:
-    now = writes.utcnow()
+    now = utcnow()
     epochs = queries.metric_history(conn, run_id)
     batches = queries.metric_history(conn, run_id, batches=True)
     return RunBundle(
@@ -107,7 +107,7 @@ def _run_row(r: RunRecord, experiment_id: int) -> dict:
         "started_at": r.started_at,
         "ended_at": r.ended_at,
         "heartbeat_at": r.heartbeat_at,
-        "heartbeat_deadline": r.heartbeat_at + timedelta(minutes=1),
+        "heartbeat_deadline": heartbeat_deadline(r.heartbeat_at),
         "epochs_planned": plain(r.epochs_planned),
         "epochs_done": 0,
         "last_epoch": None,
@@ -159,7 +159,7 @@ def _create(s: Session, r: RunRecord) -> None:
 def _copy_outcome(run: Run, r: RunRecord) -> None:
     run.status, run.stop_reason, run.stop_details = r.status, r.stop_reason, plain(r.stop_details)
     run.ended_at, run.heartbeat_at = r.ended_at, r.heartbeat_at
-    run.heartbeat_deadline = r.heartbeat_at + timedelta(minutes=1)
+    run.heartbeat_deadline = heartbeat_deadline(r.heartbeat_at)
     for name in ("fit_params", "environment", "model", "references"):
         if getattr(r, name):
             setattr(run, name, plain(getattr(r, name)))

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from tracker.environment import keras_backend
+from tracker.training.environment import keras_backend
 from tracker.values import plain, scalar
 
 FIT_ARGS = (
@@ -192,7 +192,8 @@ def model_info(model: Any) -> dict[str, Any]:
 
 def _layers(model: Any) -> list[dict[str, Any]] | None:
     """The top-level layers as `Model.summary` lists them (name, class, output shape, weights).
-    Collected by hand: Keras draws its summary through rich, ~100x the cost (2-7 ms a fit)."""
+    Collected by hand: Keras draws its summary through rich, at a far higher cost per fit
+    (bench/RESULTS.md, section 9)."""
     try:
         layers = list(model.layers)
     except Exception:  # noqa: BLE001 - a model without a layer list

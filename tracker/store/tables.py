@@ -2,7 +2,7 @@
 
 The store reads and writes through these tables with Core statements, so `tracker best` and
 `tracker runs list` never import SQLAlchemy's ORM (a third of such a process's start-up);
-`tracker.models` maps typed ORM classes onto the same tables, and the migrations are checked
+`tracker.store.models` maps typed ORM classes onto the same tables, and the migrations are checked
 against this metadata.
 
 Two conventions hold for every metric value column: NULL means NaN (SQLite cannot store NaN and
@@ -65,6 +65,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
+def stored_value(value: float | None) -> float | None:
+    """A metric value as a column holds it: NaN (and None) become NULL."""
+    return None if value is None or math.isnan(value) else value
+
+
 class MetricValue(TypeDecorator[float]):
     """A float where NULL stands for NaN on both backends."""
 
@@ -72,9 +77,8 @@ class MetricValue(TypeDecorator[float]):
     cache_ok = True
 
     def process_bind_param(self, value: float | None, dialect: Any) -> float | None:
-        if value is None or math.isnan(value):
-            return None
-        return float(value)
+        stored = stored_value(value)
+        return None if stored is None else float(stored)
 
     def process_result_value(self, value: float | None, dialect: Any) -> float:
         return math.nan if value is None else float(value)

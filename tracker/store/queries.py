@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import (
     Connection,
@@ -30,8 +30,9 @@ from sqlalchemy import (
     select,
 )
 
+from tracker.clock import shown_status
 from tracker.errors import AmbiguousRun, MetricNotFound, RunNotFound, TrackerError
-from tracker.modes import MODES, resolve_mode
+from tracker.modes import MODES, check_agg, check_mode, resolve_mode
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -41,15 +42,15 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
-from tracker.tables import batch_blocks as blocks_t
-from tracker.tables import checkpoints as ck_t
-from tracker.tables import experiments as exp_t
-from tracker.tables import metric_summaries as sum_t
-from tracker.tables import metrics as metric_t
-from tracker.tables import params as param_t
-from tracker.tables import run_destinations as dest_t
-from tracker.tables import runs as run_t
-from tracker.tables import tags as tag_t
+from tracker.store.tables import batch_blocks as blocks_t
+from tracker.store.tables import checkpoints as ck_t
+from tracker.store.tables import experiments as exp_t
+from tracker.store.tables import metric_summaries as sum_t
+from tracker.store.tables import metrics as metric_t
+from tracker.store.tables import params as param_t
+from tracker.store.tables import run_destinations as dest_t
+from tracker.store.tables import runs as run_t
+from tracker.store.tables import tags as tag_t
 
 STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
 _HEX = re.compile(r"^[0-9a-f]{4,32}$")
@@ -63,15 +64,6 @@ def _run_select() -> Select[Any]:
     return select(run_t, exp_t.c.name.label("experiment_name")).join(
         exp_t, run_t.c.experiment_id == exp_t.c.id
     )
-
-
-def shown_status(
-    status: str, reason: str | None, deadline: datetime, now: datetime
-) -> tuple[str, str | None]:
-    """The status a run is shown with: running past its heartbeat deadline means crashed."""
-    if status == "running" and deadline < now:
-        return "crashed", "crashed"  # its process stopped beating
-    return status, reason
 
 
 def _record(
@@ -222,6 +214,37 @@ def _where(
     return q
 
 
+class RunFilters(TypedDict, total=False):
+    """Which runs a listing holds (`_where`): every filter is optional."""
+
+    experiment: str | None
+    status: str | None
+    tags: dict[str, str] | None
+    params: dict[str, str] | None
+    since: datetime | None
+    stop_reason: str | None
+    text: str | None
+    environment: dict[str, str] | None
+
+
+class ListOrder(RunFilters, total=False):
+    """The filters, plus which metric a listing shows and how it is ordered (`list_runs`)."""
+
+    metric: str | None
+    sort: str | None
+    agg: str
+    mode: str
+    order_by: str | None
+    descending: bool | None
+
+
+class ListOptions(ListOrder, total=False):
+    """Everything `list_runs` takes: the filters, the order and a page of it."""
+
+    limit: int | None
+    offset: int
+
+
 def count_listed(conn: Connection, now: datetime, **filters: Any) -> int:
     """How many runs `list_runs` would give with these filters and no limit (`_where`'s).
     Experiments are joined only to filter by one: counting runs alone can use an index."""
@@ -261,8 +284,7 @@ def list_runs(
     `environment` (keys of the recorded environment, e.g. `{"backend": "jax"}`, compared as
     text) filter further; `offset` pages.
     """
-    if agg not in ("best", "last"):
-        raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
+    check_agg(agg)
     if order_by is not None and order_by not in SORT_COLUMNS:
         known = ", ".join(SORT_COLUMNS)
         raise TrackerError(f"cannot sort by {order_by!r}: use a metric or one of {known}")
@@ -283,8 +305,7 @@ def list_runs(
         text=text,
         environment=environment,
     )
-    if mode not in MODES:
-        raise TrackerError(f"mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
+    check_mode(mode)
     resolved = None
     if metric:
         try:
@@ -348,8 +369,7 @@ def best_runs(
     experiment: str | None = None,
     top: int = 1,
 ) -> list[RankedRun]:
-    if agg not in ("best", "last"):
-        raise TrackerError(f"agg must be `best` or `last`. Received: agg={agg!r}")
+    check_agg(agg)
     if top < 1:
         raise TrackerError(f"top must be 1 or more. Received: top={top}")
     mode = known_mode(conn, metric, mode, experiment)

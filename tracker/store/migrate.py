@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-from tracker.db import WRITE
+from tracker.store.db import WRITE
 
 _PG_LOCK_KEY = 0x7472_6163_6B65  # "tracke": any constant shared by all tracker processes
 

@@ -5,29 +5,28 @@ helpers in `queries` and `writes` take the connection as an argument. Nothing he
 transaction open between calls, so a training process writing an epoch never blocks `tracker runs
 list` in another shell.
 
-Statements are SQLAlchemy Core on the tables of `tracker.tables`: the ORM is imported only to merge
-an imported run into one the database already has (`import_runs`), so query commands start fast.
+Statements are SQLAlchemy Core on the tables of `tracker.store.tables`. The ORM
+(`tracker.store.models`) is imported only when runs move between stores (`import_runs`,
+`export_run`, through `tracker.store.transfer`), so query commands start without it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from tracker import queries, writes
+from tracker.clock import DEFAULT_HEARTBEAT_S, heartbeat_deadline, shown_status, utcnow
 from tracker.config import mask_url, password_free, resolve_url
-from tracker.db import SQLITE_BUSY_TIMEOUT_S, WRITE, check_schema, make_engine, wrap_db_error
 from tracker.errors import RunNotFound
 from tracker.records import (
     CheckpointRecord,
@@ -38,7 +37,10 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
-from tracker.tables import (
+from tracker.store import queries, writes
+from tracker.store.db import SQLITE_BUSY_TIMEOUT_S, WRITE, make_engine, wrap_db_error
+from tracker.store.revisions import check_schema
+from tracker.store.tables import (
     batch_blocks,
     checkpoints,
     metric_summaries,
@@ -46,19 +48,20 @@ from tracker.tables import (
     params,
     run_destinations,
     runs,
+    stored_value,
     tags,
 )
 from tracker.values import plain
-from tracker.writes import utcnow
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+    from typing_extensions import Unpack
 
-    from tracker.transfer import ImportResult, RunBundle
+    from tracker.store.queries import ListOptions, ListOrder
+    from tracker.store.transfer import ImportResult, RunBundle
 
-DEFAULT_HEARTBEAT_S = 30.0
 _LOCK_RETRIES = 2  # busy_timeout already waits; one more try covers a checkpoint race
 
 
@@ -98,9 +101,11 @@ class Store:
 
     @property
     def masked_url(self) -> str:
+        """The URL with its password masked: the only form messages show."""
         return mask_url(self.url)
 
     def close(self) -> None:
+        """Close the engine's pooled connections (the `with` block does it on exit)."""
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -133,10 +138,10 @@ class Store:
 
     @contextmanager
     def _driver_write(self) -> Iterator[writes.DriverCursor]:
-        """The per-epoch hot path: the driver's own cursor in a write transaction. Through a
-        SQLAlchemy Connection the same three statements cost twice as much (0.2 ms against 0.1 on
-        SQLite), and more again inside a fit, where this runs between TensorFlow's steps.
-        Driver errors come out as SQLAlchemy's, like every other method's."""
+        """The per-epoch hot path: the driver's own cursor in a write transaction, which costs
+        less than a SQLAlchemy Connection for the same statements (bench/RESULTS.md, section 9);
+        this runs between the training steps. Driver errors come out as SQLAlchemy's, like every
+        other method's."""
         dbapi = self.engine.dialect.loaded_dbapi
         try:
             raw = self.engine.raw_connection()  # unlike connect(), it leaves driver errors bare
@@ -166,6 +171,15 @@ class Store:
 
         with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
             yield s
+
+    def _write_tx(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one write transaction, retried while SQLite reports a lock (`_retrying`)."""
+
+        def once() -> T:
+            with self._write() as conn:
+                return fn(conn)
+
+        return self._retrying(once)
 
     def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one write transaction, retrying when SQLite reports a lock held past the timeout."""
@@ -216,7 +230,7 @@ class Store:
             "stop_details": {},
             "started_at": now,
             "heartbeat_at": now,
-            "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
+            "heartbeat_deadline": heartbeat_deadline(now, heartbeat_interval),
             "epochs_planned": plain(epochs_planned),
             "epochs_done": 0,
             "fit_params": _as_stored(fit_params),
@@ -225,17 +239,14 @@ class Store:
             "references": [],
         }
 
-        def tx() -> None:
-            with self._write() as conn:
-                exp_id = writes.experiment_id(conn, experiment)
-                conn.execute(insert(runs), [{**row, "experiment_id": exp_id}])
-                writes.put_params(conn, run_id, params or {})
-                writes.put_tags(conn, run_id, tags or {})
+        def tx(conn: Connection) -> None:
+            exp_id = writes.experiment_id(conn, experiment)
+            conn.execute(insert(runs), [{**row, "experiment_id": exp_id}])
+            writes.put_params(conn, run_id, params or {})
+            writes.put_tags(conn, run_id, tags or {})
 
-        self._retrying(tx)
-        status, reason = queries.shown_status(
-            "running", None, row.pop("heartbeat_deadline"), utcnow()
-        )
+        self._write_tx(tx)
+        status, reason = shown_status("running", None, row.pop("heartbeat_deadline"), utcnow())
         return RunRecord(
             **{**row, "status": status},
             experiment=experiment,
@@ -264,7 +275,7 @@ class Store:
 
         def tx() -> None:
             with self._driver_write() as conn:
-                deadline = now + timedelta(seconds=2 * heartbeat_interval)
+                deadline = heartbeat_deadline(now, heartbeat_interval)
                 result = conn.exec_driver_sql(
                     writes._sql(conn, writes.EPOCH_DONE_SQL),
                     (epoch, writes.db_time(conn, now), writes.db_time(conn, deadline), run_id),
@@ -293,11 +304,10 @@ class Store:
             RunNotFound: no run has the id `run_id`.
         """
 
-        def tx() -> int:
-            with self._write() as conn:
-                return writes.discard_epochs(conn, run_id, from_epoch)
+        def tx(conn: Connection) -> int:
+            return writes.discard_epochs(conn, run_id, from_epoch)
 
-        return self._retrying(tx)
+        return self._write_tx(tx)
 
     def log_batch_metrics(self, run_id: str, points: Iterable[MetricPoint]) -> int:
         """Store batch-level points in bulk (one transaction for all of them). Returns the count."""
@@ -333,8 +343,7 @@ class Store:
     ) -> CheckpointRecord:
         """Record a checkpoint file; with `artifact_key`, also the copy the artifact store holds
         (`uploaded`) or is about to receive (see `mark_uploaded`)."""
-        if value is not None and math.isnan(value):
-            value = None
+        value = stored_value(value)
 
         row: dict[str, Any] = {
             "run_id": run_id,
@@ -354,46 +363,43 @@ class Store:
             "uploaded_at": (at or utcnow()) if uploaded and artifact_key else None,
         }
 
-        def tx() -> CheckpointRecord:
-            with self._write() as conn:
-                stmt = insert(checkpoints).values(**row).returning(checkpoints.c.id)
-                return CheckpointRecord(id=conn.execute(stmt).scalar_one(), **row)
+        def tx(conn: Connection) -> CheckpointRecord:
+            stmt = insert(checkpoints).values(**row).returning(checkpoints.c.id)
+            return CheckpointRecord(id=conn.execute(stmt).scalar_one(), **row)
 
-        return self._retrying(tx)
+        return self._write_tx(tx)
 
     def mark_uploaded(self, run_id: str, artifact_key: str, sha256: str) -> int:
         """Confirm the artifact-store copy of the run's checkpoints with this key and hash (the
         same bytes recorded twice share one copy); how many rows were confirmed."""
         c = checkpoints.c
 
-        def tx() -> int:
-            with self._write() as conn:
-                stmt = (
-                    update(checkpoints)
-                    .where(c.run_id == run_id, c.artifact_key == artifact_key)
-                    .where(c.sha256 == sha256, c.uploaded_at.is_(None))
-                    .values(uploaded_at=utcnow())
-                )
-                return conn.execute(stmt).rowcount
+        def tx(conn: Connection) -> int:
+            stmt = (
+                update(checkpoints)
+                .where(c.run_id == run_id, c.artifact_key == artifact_key)
+                .where(c.sha256 == sha256, c.uploaded_at.is_(None))
+                .values(uploaded_at=utcnow())
+            )
+            return conn.execute(stmt).rowcount
 
-        return self._retrying(tx)
+        return self._write_tx(tx)
 
     def record_upload(self, checkpoint_id: int, *, artifact_root: str, artifact_key: str) -> None:
         """The checkpoint's copy is now confirmed at `artifact_root`/`artifact_key`."""
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(
-                    update(checkpoints)
-                    .where(checkpoints.c.id == checkpoint_id)
-                    .values(
-                        artifact_root=artifact_root,
-                        artifact_key=artifact_key,
-                        uploaded_at=utcnow(),
-                    )
+        def tx(conn: Connection) -> None:
+            conn.execute(
+                update(checkpoints)
+                .where(checkpoints.c.id == checkpoint_id)
+                .values(
+                    artifact_root=artifact_root,
+                    artifact_key=artifact_key,
+                    uploaded_at=utcnow(),
                 )
+            )
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def pending_uploads(self, run_id: str | None = None) -> list[CheckpointRecord]:
         """Checkpoints whose copy in the artifact store was never confirmed, oldest first."""
@@ -401,19 +407,18 @@ class Store:
             return queries.pending_uploads(conn, run_id)
 
     def heartbeat(self, run_id: str, interval: float = DEFAULT_HEARTBEAT_S) -> None:
+        """Note that the run's process is alive: the run counts as crashed only once its new
+        deadline (`clock.heartbeat_deadline`) passes without another beat."""
         now = utcnow()
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.id == run_id, runs.c.status == "running")
-                    .values(
-                        heartbeat_at=now, heartbeat_deadline=now + timedelta(seconds=2 * interval)
-                    )
-                )
+        def tx(conn: Connection) -> None:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "running")
+                .values(heartbeat_at=now, heartbeat_deadline=heartbeat_deadline(now, interval))
+            )
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Replace run-level JSON facts learned after the start (model, references, fit_params,
@@ -430,11 +435,10 @@ class Store:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
         stored = {k: plain(v) for k, v in fields.items()}
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(update(runs).where(runs.c.id == run_id).values(**stored))
+        def tx(conn: Connection) -> None:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**stored))
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def finish_run(
         self,
@@ -448,23 +452,22 @@ class Store:
         """Close a run with its final status and why it stopped (`get_run` reads it back)."""
         now = at or utcnow()
 
-        def tx() -> None:
-            with self._write() as conn:
-                result = conn.execute(
-                    update(runs)
-                    .where(runs.c.id == run_id)
-                    .values(
-                        status=status,
-                        stop_reason=stop_reason,
-                        stop_details=_as_stored(stop_details),
-                        ended_at=now,
-                        heartbeat_at=now,
-                    )
+        def tx(conn: Connection) -> None:
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status=status,
+                    stop_reason=stop_reason,
+                    stop_details=_as_stored(stop_details),
+                    ended_at=now,
+                    heartbeat_at=now,
                 )
-                if result.rowcount == 0:
-                    raise RunNotFound(f"no run with id {run_id!r}")
+            )
+            if result.rowcount == 0:
+                raise RunNotFound(f"no run with id {run_id!r}")
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     def resume_run(
         self,
@@ -476,32 +479,32 @@ class Store:
         """Put a past run back in state `running` so a new `fit` can append epochs to it."""
         now = utcnow()
 
-        def tx() -> str:
-            with self._write() as conn:
-                run_id = queries.resolve_run_id(conn, ref, now)
-                values: dict[str, Any] = {
-                    "status": "running",
-                    "stop_reason": None,
-                    "stop_details": {},
-                    "ended_at": None,
-                    "heartbeat_at": now,
-                    "heartbeat_deadline": now + timedelta(seconds=2 * heartbeat_interval),
-                }
-                if epochs_planned is not None:
-                    values["epochs_planned"] = plain(epochs_planned)
-                conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
-                return run_id
+        def tx(conn: Connection) -> str:
+            run_id = queries.resolve_run_id(conn, ref, now)
+            values: dict[str, Any] = {
+                "status": "running",
+                "stop_reason": None,
+                "stop_details": {},
+                "ended_at": None,
+                "heartbeat_at": now,
+                "heartbeat_deadline": heartbeat_deadline(now, heartbeat_interval),
+            }
+            if epochs_planned is not None:
+                values["epochs_planned"] = plain(epochs_planned)
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            return run_id
 
-        return self.get_run(self._retrying(tx))
+        return self.get_run(self._write_tx(tx))
 
     def set_tags(self, ref: str, tags: Mapping[str, Any]) -> RunRecord:
-        def tx() -> str:
-            with self._write() as conn:
-                run_id = queries.resolve_run_id(conn, ref, utcnow())
-                writes.put_tags(conn, run_id, tags)
-                return run_id
+        """Add or replace tags of the run `ref` names; the run as it now stands."""
 
-        return self.get_run(self._retrying(tx))
+        def tx(conn: Connection) -> str:
+            run_id = queries.resolve_run_id(conn, ref, utcnow())
+            writes.put_tags(conn, run_id, tags)
+            return run_id
+
+        return self.get_run(self._write_tx(tx))
 
     def delete_runs(
         self, run_ids: Iterable[str], *, progress: Callable[[int], None] | None = None
@@ -533,8 +536,8 @@ class Store:
         return deleted
 
     def import_runs(self, bundles: Iterable[RunBundle]) -> ImportResult:
-        """Add whole runs (or what they lack) in one transaction; see `tracker.transfer`."""
-        from tracker import transfer
+        """Add whole runs (or what they lack) in one transaction; see `tracker.store.transfer`."""
+        from tracker.store import transfer
 
         bundles = list(bundles)
 
@@ -551,12 +554,11 @@ class Store:
         known, and its URL, which is stored without its password (`config.password_free`)."""
         row = {"url": password_free(url), "database_id": database_id}
 
-        def tx() -> None:
-            with self._write() as conn:
-                conn.execute(delete(run_destinations).where(run_destinations.c.run_id == run_id))
-                conn.execute(insert(run_destinations), [{"run_id": run_id, **row}])
+        def tx(conn: Connection) -> None:
+            conn.execute(delete(run_destinations).where(run_destinations.c.run_id == run_id))
+            conn.execute(insert(run_destinations), [{"run_id": run_id, **row}])
 
-        self._retrying(tx)
+        self._write_tx(tx)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -572,11 +574,13 @@ class Store:
             return queries.resolve_run_id(conn, ref, utcnow())
 
     def get_run(self, ref: str) -> RunRecord:
+        """The run `ref` names: a full id, a unique id prefix, `latest` or a name
+        (`queries.resolve_run_id`)."""
         with self._read() as conn:
             now = utcnow()
             return queries.run_record(conn, queries.resolve_run_id(conn, ref, now), now)
 
-    def list_runs(self, **filters: Any) -> list[RankedRun]:
+    def list_runs(self, **filters: Unpack[ListOptions]) -> list[RankedRun]:
         """See `queries.list_runs` for the filters."""
         with self._read() as conn:
             return queries.list_runs(conn, utcnow(), **filters)
@@ -597,31 +601,37 @@ class Store:
             )
 
     def summaries(self, run_id: str) -> dict[str, SummaryRecord]:
+        """Each metric's summary for the run (count, first, last, min, max), by key."""
         with self._read() as conn:
             return queries.summaries(conn, run_id)
 
     def metric_history(
         self, run_id: str, keys: Iterable[str] | None = None, *, batches: bool = False
     ) -> list[MetricPoint]:
+        """The run's points of `keys` (all without), epoch-level or with `batches` batch-level,
+        ordered by epoch, batch and key."""
         with self._read() as conn:
             return queries.metric_history(conn, run_id, keys, batches=batches)
 
     def checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """The run's recorded checkpoints in the order they were recorded."""
         with self._read() as conn:
             return queries.checkpoints(conn, run_id)
 
     def metric_keys(self, run_id: str | None = None) -> list[str]:
+        """The epoch-level metric keys of the run, or of every run without `run_id`."""
         with self._read() as conn:
             return queries.metric_keys(conn, run_id)
 
     def export_run(self, ref: str) -> RunBundle:
         """The run `ref` names with every metric point and checkpoint, for `import_runs`."""
-        from tracker import transfer
+        from tracker.store import transfer
 
         with self._read() as conn:
             return transfer.export_run(conn, queries.resolve_run_id(conn, ref, utcnow()))
 
     def run_ids(self) -> list[str]:
+        """The id of every run in the store."""
         with self._read() as conn:
             return queries.run_ids(conn)
 
@@ -633,7 +643,7 @@ class Store:
                 queries.run_record(conn, i, now) for i in queries.resolve_run_ids(conn, refs, now)
             ]
 
-    def list_runs_checked(self, **filters: Any) -> list[RankedRun]:
+    def list_runs_checked(self, **filters: Unpack[ListOptions]) -> list[RankedRun]:
         """`list_runs`, but a `metric` or `sort` that no run recorded raises `MetricNotFound`
         (naming the metrics that exist) instead of showing an empty column."""
         with self._read() as conn:
@@ -692,13 +702,19 @@ class Store:
     # -- the web UI's reads (read-only) ---------------------------------------------------------
 
     def runs_page(
-        self, *, metrics: Sequence[str] = (), limit: int = 50, offset: int = 0, **filters: Any
+        self,
+        *,
+        metrics: Sequence[str] = (),
+        limit: int = 50,
+        offset: int = 0,
+        **filters: Unpack[ListOrder],
     ) -> RunsPage:
         """One page of `list_runs_checked` (same filters and order) with the total count of the
         filtered runs and the summaries of `metrics` for the runs of the page: what the runs
         table shows, read in one transaction without any metric history."""
+        where: dict[str, Any] = dict(filters)
         page_filters = {
-            k: filters.pop(k) for k in ("metric", "sort", "agg", "mode", "order_by") if k in filters
+            k: where.pop(k) for k in ("metric", "sort", "agg", "mode", "order_by") if k in where
         }
         with self._read() as conn:
             now = utcnow()
@@ -708,10 +724,10 @@ class Store:
                 if known:
                     queries.require_metrics(wanted, known, "in this database")
             total = queries.count_listed(
-                conn, now, **{k: v for k, v in filters.items() if k != "descending"}
+                conn, now, **{k: v for k, v in where.items() if k != "descending"}
             )
             ranked = queries.list_runs(
-                conn, now, limit=limit, offset=offset, **page_filters, **filters
+                conn, now, limit=limit, offset=offset, **page_filters, **where
             )
             ids = [r.run.id for r in ranked]
             return RunsPage(total, ranked, queries.summaries_of(conn, ids, list(metrics)))

@@ -49,8 +49,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tracker.config import mask_url, sqlite_path
 from tracker.errors import DatabaseUnavailable
-from tracker.notices import warn
-from tracker.store import Store, open_store
+from tracker.store.run_store import Store, open_store
+from tracker.training.notices import warn
 
 RETRY_DELAYS_S = (0.1, 0.4, 1.2)
 RETRY_BUDGET_S = 2.0  # past this the database counts as away and the spool takes over

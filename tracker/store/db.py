@@ -1,0 +1,77 @@
+"""Engines, connection settings and the schema check done when a store opens.
+
+SQLite gets WAL (readers never wait for the training process that writes), a busy timeout, foreign
+keys, and `BEGIN IMMEDIATE` for write transactions: a deferred transaction that later wants to write
+fails at once with "database is locked" when another process holds the lock, whatever the timeout,
+while an immediate one waits its turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
+
+from tracker.config import mask_url
+from tracker.errors import DatabaseUnavailable
+
+SQLITE_BUSY_TIMEOUT_S = 60.0
+WRITE = "tracker_write"  # execution option: this transaction will write
+
+
+def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
+    """An engine for `url` with the settings the store relies on."""
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, busy_timeout)
+    try:
+        return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(url))
+    except ModuleNotFoundError as e:
+        raise DatabaseUnavailable(
+            f"cannot open {mask_url(url)}: driver {e.name!r} is not installed "
+            "(pip install 'tracker[postgres]')"
+        ) from e
+
+
+def load_dialect(url: str) -> None:
+    """Import the SQLAlchemy dialect of `url` (nothing when it cannot be: opening says why)."""
+    with contextlib.suppress(Exception):
+        make_url(url).get_dialect()
+
+
+def _pg_connect_args(url: str) -> dict[str, Any]:
+    return {"connect_timeout": 10} if url.startswith("postgresql") else {}
+
+
+def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": busy_timeout})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's BEGIN below, not the driver, decide when transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def unavailable_message(engine: Engine, e: DBAPIError) -> str:
+    reason = str(e.orig).strip().splitlines()[0] if e.orig else type(e).__name__
+    url = mask_url(engine.url.render_as_string(hide_password=False))
+    return f"cannot use database {url}: {reason}"
+
+
+def wrap_db_error(engine: Engine, e: DBAPIError) -> DatabaseUnavailable:
+    return DatabaseUnavailable(unavailable_message(engine, e))
