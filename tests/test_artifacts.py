@@ -210,3 +210,32 @@ def test_stream_benchmark_runs_small(tmp_path):
     for where, size in (("folder", int(0.02 * (1 << 30))), ("s3", 6 << 20)):
         assert result[where]["bytes"] == size
         assert {"hash", "upload", "fetch"} <= set(result[where])
+
+
+def test_an_upload_thread_ends_once_idle_and_a_later_upload_starts_another(tmp_path):
+    """A sweep of many fits must not keep one idle upload thread per fit."""
+    import hashlib
+    import threading
+    import time
+
+    from tracker.artifacts import ArtifactStore
+    from tracker.uploads import UPLOADER_IDLE_S, Uploader
+
+    def uploads_alive() -> int:
+        return sum(t.name == "tracker-uploads" for t in threading.enumerate())
+
+    done: list[str] = []
+    store = ArtifactStore(str(tmp_path / "store"))
+    uploader = Uploader(store, lambda key, sha: done.append(key))
+    before = uploads_alive()
+    for n in range(2):
+        src = tmp_path / f"w{n}.bin"
+        src.write_bytes(bytes([n]) * 1000)
+        sha = hashlib.sha256(src.read_bytes()).hexdigest()
+        uploader.submit(src, f"run/w{n}.bin", 1000, sha)
+        assert uploader.wait() == 0 and done[-1] == f"run/w{n}.bin"
+        assert (tmp_path / "store" / "run" / f"w{n}.bin").read_bytes() == src.read_bytes()
+        deadline = time.monotonic() + UPLOADER_IDLE_S + 10
+        while uploads_alive() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert uploads_alive() == before

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # -- uploads during a run -----------------------------------------------------------------------
 
 
+UPLOADER_IDLE_S = 1.0  # an idle upload thread ends after this long
+
+
 @dataclass
 class _Job:
     src: Path
@@ -58,15 +61,27 @@ class Uploader:
     def submit(self, src: Path, key: str, size: int, sha256: str) -> None:
         with self._lock:
             self.pending += 1
+            self._jobs.put(_Job(src, key, size, sha256))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name="tracker-uploads", daemon=True
                 )
                 self._thread.start()
-        self._jobs.put(_Job(src, key, size, sha256))
+
+    def _next(self) -> _Job | None:
+        """The next job, or None once the queue stayed empty for a while: the thread then ends,
+        so a sweep of many fits keeps no idle threads (`submit` starts a new one)."""
+        while True:
+            try:
+                return self._jobs.get(timeout=UPLOADER_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._thread = None
+                        return None
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while (job := self._next()) is not None:
             try:
                 self.store.upload(job.src, job.key, job.size, job.sha256)
                 self._on_done(job.key, job.sha256)
