@@ -7,6 +7,10 @@ Each direction of each connection is a queue of (due time, bytes): a chunk read 
 t + delay, in order, and reading never waits for writing, so the link adds latency without
 limiting throughput (as a long, fast cable would). `LatencyProxy` runs the same proxy on a thread
 of the calling process; `stop()` drops every connection, as a network that goes away.
+
+`round_trips` counts the times a client spoke after hearing from the server (or first, on a new
+connection): each is one more wait of a round trip over the link, which is what a remote
+database costs. Pipelined statements (sent together, their replies read together) count once.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class LatencyProxy:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.round_trips = 0
 
     def start(self) -> int:
         """Serve on a thread of this process; returns the port listened on."""
@@ -79,10 +84,11 @@ class LatencyProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
+        heard = [True]  # the server spoke last (a new connection counts as such)
         try:
             await asyncio.gather(
-                self._pipe(reader, up_writer),
-                self._pipe(up_reader, writer),
+                self._pipe(reader, up_writer, heard, True),
+                self._pipe(up_reader, writer, heard, False),
                 return_exceptions=True,
             )
         except asyncio.CancelledError:
@@ -92,7 +98,13 @@ class LatencyProxy:
                 self._writers.discard(w)
                 w.transport.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        heard: list[bool],
+        upstream: bool,
+    ) -> None:
         """Copy one direction, each chunk `delay_s` after it was read."""
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -106,6 +118,8 @@ class LatencyProxy:
                     await asyncio.sleep(wait)
                 writer.write(data)
                 await writer.drain()
+                if not upstream:
+                    heard[0] = True  # delivered: what the client sends next answers it
             with contextlib.suppress(OSError):
                 writer.write_eof()
 
@@ -113,6 +127,9 @@ class LatencyProxy:
         try:
             while True:
                 data = await reader.read(CHUNK)
+                if data and upstream:
+                    self.round_trips += heard[0]
+                    heard[0] = False
                 queue.put_nowait((time.monotonic() + self.delay_s, data))
                 if not data:
                     break

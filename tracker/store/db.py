@@ -21,12 +21,18 @@ SQLITE_BUSY_TIMEOUT_S = 60.0
 WRITE = "tracker_write"  # execution option: this transaction will write
 
 
-def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
-    """An engine for `url` with the settings the store relies on."""
+def make_engine(
+    url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S, pre_ping: bool = True
+) -> Engine:
+    """An engine for `url` with the settings the store relies on.
+
+    `pre_ping` tests a pooled connection before each use (one round trip to a server), so that
+    a server restarted since fails no statement; a writer that retries failed writes (the
+    training recorder) goes without it."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout)
     try:
-        return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(url))
+        return create_engine(url, pool_pre_ping=pre_ping, connect_args=_pg_connect_args(url))
     except ModuleNotFoundError as e:
         raise DatabaseUnavailable(
             f"cannot open {mask_url(url)}: driver {e.name!r} is not installed "

@@ -73,6 +73,7 @@ class Store:
         auto_upgrade: upgrade an older schema on open. Defaults to `True` for SQLite (the file is
             the user's own) and `False` for PostgreSQL (it may be shared).
         busy_timeout: seconds a SQLite write waits for another process's lock. Defaults to `60`.
+        pre_ping: test a pooled server connection before each use (`tracker.store.db`).
 
     Attributes:
         identity: the database's own random id (made once by migration 0003), the same whatever
@@ -85,9 +86,10 @@ class Store:
         *,
         auto_upgrade: bool | None = None,
         busy_timeout: float = SQLITE_BUSY_TIMEOUT_S,
+        pre_ping: bool = True,
     ) -> None:
         self.url = resolve_url(url)
-        self.engine = make_engine(self.url, busy_timeout=busy_timeout)
+        self.engine = make_engine(self.url, busy_timeout=busy_timeout, pre_ping=pre_ping)
         if auto_upgrade is None:
             auto_upgrade = self.engine.dialect.name == "sqlite"
         try:
@@ -148,14 +150,8 @@ class Store:
         except dbapi.Error as e:
             raise DBAPIError.instance(None, None, e, dbapi.Error) from e
         try:
-            cur = raw.cursor()
-            try:
-                if self.engine.dialect.name == "sqlite":
-                    cur.execute("BEGIN IMMEDIATE")  # see tracker.db: wait for the write lock
-                yield writes.DriverCursor(cur, self.engine.dialect)
-                raw.commit()
-            finally:
-                cur.close()
+            with writes.driver_transaction(raw, self.engine.dialect) as conn:
+                yield conn
         except dbapi.Error as e:
             raw.invalidate()  # whatever state it is in, the pool gets a fresh one
             raise DBAPIError.instance(None, None, e, dbapi.Error) from e
@@ -239,13 +235,14 @@ class Store:
             "references": [],
         }
 
-        def tx(conn: Connection) -> None:
-            exp_id = writes.experiment_id(conn, experiment)
-            conn.execute(insert(runs), [{**row, "experiment_id": exp_id}])
-            writes.put_params(conn, run_id, params or {})
-            writes.put_tags(conn, run_id, tags or {})
+        encoded_params = {str(k): writes.encode_param(v) for k, v in (params or {}).items()}
+        encoded_tags = {str(k): writes.encode_tag(v) for k, v in (tags or {}).items()}
 
-        self._write_tx(tx)
+        def tx() -> None:
+            with self._driver_write() as conn:  # one round trip to PostgreSQL
+                writes.insert_run(conn, row, experiment, encoded_params, encoded_tags)
+
+        self._retrying(tx)
         status, reason = shown_status("running", None, row.pop("heartbeat_deadline"), utcnow())
         return RunRecord(
             **{**row, "status": status},
@@ -253,8 +250,8 @@ class Store:
             stop_reason=reason,
             ended_at=None,
             last_epoch=None,
-            params={str(k): json.loads(writes.encode_param(v)) for k, v in (params or {}).items()},
-            tags={str(k): writes.encode_tag(v) for k, v in (tags or {}).items()},
+            params={k: json.loads(v) for k, v in encoded_params.items()},
+            tags=encoded_tags,
         )
 
     def log_epoch(
@@ -280,8 +277,8 @@ class Store:
                     writes._sql(conn, writes.EPOCH_DONE_SQL),
                     (epoch, writes.db_time(conn, now), writes.db_time(conn, deadline), run_id),
                 )
-                if result.rowcount == 0:  # before the inserts, which would only name a key
-                    raise RunNotFound(f"no run with id {run_id!r}")
+                # Before the inserts, whose error would only name a key.
+                conn.expect_rows(result, RunNotFound(f"no run with id {run_id!r}"))
                 writes.insert_points(conn, run_id, points)
 
         self._retrying(tx)
@@ -411,14 +408,11 @@ class Store:
         deadline (`clock.heartbeat_deadline`) passes without another beat."""
         now = utcnow()
 
-        def tx(conn: Connection) -> None:
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id, runs.c.status == "running")
-                .values(heartbeat_at=now, heartbeat_deadline=heartbeat_deadline(now, interval))
-            )
+        def tx() -> None:
+            with self._driver_write() as conn:
+                writes.beat(conn, run_id, now, heartbeat_deadline(now, interval))
 
-        self._write_tx(tx)
+        self._retrying(tx)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Replace run-level JSON facts learned after the start (model, references, fit_params,
@@ -451,23 +445,20 @@ class Store:
     ) -> None:
         """Close a run with its final status and why it stopped (`get_run` reads it back)."""
         now = at or utcnow()
+        details = _as_stored(stop_details)
 
-        def tx(conn: Connection) -> None:
-            result = conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id)
-                .values(
+        def tx() -> None:
+            with self._driver_write() as conn:  # one round trip to PostgreSQL: the end of `fit`
+                writes.finish_run(
+                    conn,
+                    run_id,
                     status=status,
                     stop_reason=stop_reason,
-                    stop_details=_as_stored(stop_details),
-                    ended_at=now,
-                    heartbeat_at=now,
+                    stop_details=details,
+                    at=now,
                 )
-            )
-            if result.rowcount == 0:
-                raise RunNotFound(f"no run with id {run_id!r}")
 
-        self._write_tx(tx)
+        self._retrying(tx)
 
     def resume_run(
         self,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -93,6 +94,89 @@ class DriverCursor:
         else:
             self.cursor.execute(sql, params)
         return self.cursor  # has `rowcount`, as a result has
+
+    def expect_rows(self, result: Any, error: Exception) -> None:
+        """Raise `error` if the statement of `result` changed no row (here: at once)."""
+        if result.rowcount == 0:
+            raise error
+
+
+class PipelinedCursor(DriverCursor):
+    """A PostgreSQL write transaction in psycopg's pipeline mode: BEGIN, the statements and
+    COMMIT go out together and their replies are read together, so the whole transaction
+    costs one round trip to the server, where each statement would cost one (a database on
+    another machine charges every round trip to the writer, and the run's end waits for it).
+
+    A statement's result is known only once the replies are in: `expect_rows` checks then. When
+    a check fails, its error is raised instead of the driver's (a metric row of a deleted run
+    fails on its foreign key: the run is what is missing)."""
+
+    def __init__(self, connection: Any, dialect: Dialect) -> None:
+        super().__init__(None, dialect)
+        self.connection = connection
+        self._checks: list[tuple[Any, Exception]] = []
+
+    def exec_driver_sql(self, sql: str, params: Any) -> Any:
+        cursor = self.connection.cursor()  # one per statement: each keeps its own result
+        if isinstance(params, list):
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        return cursor
+
+    def expect_rows(self, result: Any, error: Exception) -> None:
+        self._checks.append((result, error))
+
+    def check(self) -> None:
+        for result, error in self._checks:
+            if result.pgresult is not None and result.rowcount == 0:
+                raise error
+
+
+_IDLE = 0  # libpq's PQTRANS_IDLE: no transaction open
+
+
+def _pipelines(raw: Any, dialect: Dialect) -> bool:
+    if dialect.driver != "psycopg":
+        return False
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
+@contextmanager
+def driver_transaction(raw: Any, dialect: Dialect) -> Iterator[DriverCursor]:
+    """One write transaction on the pooled DBAPI connection `raw`, committed on leaving;
+    pipelined on PostgreSQL through psycopg 3 (`PipelinedCursor`). The caller rolls back or
+    discards the connection when this raises."""
+    if _pipelines(raw, dialect):
+        driver = raw.driver_connection
+        conn = PipelinedCursor(driver, dialect)
+        # BEGIN and COMMIT are ours, queued like the statements: psycopg's own wait for their
+        # replies, which would cost a round trip each.
+        driver.autocommit = True
+        try:
+            with driver.pipeline():  # leaving it sends everything queued and reads the replies
+                conn.exec_driver_sql("BEGIN", None)
+                yield conn
+                conn.exec_driver_sql("COMMIT", None)
+        except dialect.loaded_dbapi.Error:
+            conn.check()
+            raise
+        finally:
+            if driver.info.transaction_status != _IDLE:
+                driver.rollback()  # the body failed: what it sent is undone
+            driver.autocommit = False  # as the pool hands it out
+        conn.check()
+        return
+    cur = raw.cursor()
+    try:
+        if dialect.name == "sqlite":
+            cur.execute("BEGIN IMMEDIATE")  # see tracker.store.db: wait for the write lock
+        yield DriverCursor(cur, dialect)
+        raw.commit()
+    finally:
+        cur.close()
 
 
 Executor = Connection | DriverCursor
@@ -334,6 +418,109 @@ EPOCH_DONE_SQL = (
     "UPDATE runs SET epochs_done = epochs_done + 1, last_epoch = ?, heartbeat_at = ?, "
     "heartbeat_deadline = ? WHERE id = ?"
 )
+
+
+_RUN_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "stop_details",
+    "started_at",
+    "heartbeat_at",
+    "heartbeat_deadline",
+    "epochs_planned",
+    "epochs_done",
+    "fit_params",
+    "environment",
+    "model",
+    "references",
+)
+_JSON_COLUMNS = {"stop_details", "fit_params", "environment", "model", "references"}
+_TIME_COLUMNS = {"started_at", "heartbeat_at", "heartbeat_deadline"}
+
+
+def insert_run(
+    conn: DriverCursor,
+    row: Mapping[str, Any],
+    experiment: str,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+) -> None:
+    """A new run (`row`: the `runs` columns but its experiment), its experiment created on first
+    use, and its params and tags already encoded, in statements whose results nothing waits
+    for: on PostgreSQL the run's creation is one round trip (`PipelinedCursor`), and the first
+    epoch's write waits for it.
+
+    A concurrent creation of the same experiment is harmless: the insert does nothing when the
+    name exists, and the run's insert reads the experiment's id afresh."""
+    json_slot = "?" if conn.dialect.name == "sqlite" else "CAST(? AS JSON)"
+    conn.exec_driver_sql(
+        _sql(
+            conn,
+            "INSERT INTO experiments (name, created_at) SELECT ?, ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM experiments WHERE name = ?) ON CONFLICT (name) DO NOTHING",
+        ),
+        (experiment, db_time(conn, utcnow()), experiment),
+    )
+    slots, values = [], []
+    for col in _RUN_COLUMNS:
+        value = row[col]
+        if col in _JSON_COLUMNS:
+            slots.append(json_slot)
+            value = json.dumps(value)  # as the JSON column type writes it
+        else:
+            slots.append("?")
+            if col in _TIME_COLUMNS:
+                value = db_time(conn, value)
+        values.append(value)
+    names = ", ".join(f'"{c}"' for c in _RUN_COLUMNS)
+    conn.exec_driver_sql(
+        _sql(
+            conn,
+            f"INSERT INTO runs ({names}, experiment_id) VALUES ({', '.join(slots)}, "
+            "(SELECT id FROM experiments WHERE name = ?))",
+        ),
+        (*values, experiment),
+    )
+    for table, values_by_key in (("params", params), ("tags", tags)):
+        if values_by_key:
+            conn.exec_driver_sql(
+                _sql(conn, f"INSERT INTO {table} (run_id, key, value) VALUES (?, ?, ?)"),
+                [(row["id"], k, v) for k, v in values_by_key.items()],
+            )
+
+
+FINISH_SQL = (
+    "UPDATE runs SET status = ?, stop_reason = ?, stop_details = {json}, ended_at = ?, "
+    "heartbeat_at = ? WHERE id = ?"
+)
+BEAT_SQL = "UPDATE runs SET heartbeat_at = ?, heartbeat_deadline = ? WHERE id = ? AND status = ?"
+
+
+def finish_run(
+    conn: DriverCursor,
+    run_id: str,
+    *,
+    status: str,
+    stop_reason: str,
+    stop_details: Any,
+    at: datetime,
+) -> None:
+    """The run's end as one statement on the driver's cursor: with the last epoch's write, this
+    is what the end of `fit` waits for."""
+    when = db_time(conn, at)
+    sql = FINISH_SQL.format(json="?" if conn.dialect.name == "sqlite" else "CAST(? AS JSON)")
+    details = json.dumps(stop_details)  # as the JSON column type writes it
+    result = conn.exec_driver_sql(
+        _sql(conn, sql), (status, stop_reason, details, when, when, run_id)
+    )
+    conn.expect_rows(result, RunNotFound(f"no run with id {run_id!r}"))
+
+
+def beat(conn: DriverCursor, run_id: str, at: datetime, deadline: datetime) -> None:
+    """The heartbeat of a running run (a finished one is left as it is)."""
+    times = (db_time(conn, at), db_time(conn, deadline))
+    conn.exec_driver_sql(_sql(conn, BEAT_SQL), (*times, run_id, "running"))
 
 
 def _sql(conn: Executor, sql: str) -> str:

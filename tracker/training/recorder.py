@@ -97,7 +97,9 @@ class _SharedStores:
                     self._stores[key] = entry  # most recently used last
                     return store
                 store.close()  # the file was deleted or replaced since: open the new one
-            store = open_store(url, busy_timeout=busy_timeout)  # raises: nothing is kept
+            # No ping before each write: it would cost every write one more round trip to a
+            # distant server, and a write that fails on a dead connection is retried anyway.
+            store = open_store(url, busy_timeout=busy_timeout, pre_ping=False)  # raises
             self._stores[key] = (store, _identity(file) if file is not None else None)
             while len(self._stores) > _SHARED_MAX:
                 oldest = next(iter(self._stores))
