@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import subprocess
 import sys
@@ -240,3 +241,45 @@ def test_a_fork_with_writes_in_flight_neither_blocks_nor_repeats_them(db_url):
         ]
         assert [p.value for p in s.metric_history(ranked["child"].id, ["loss"])] == [7.0]
     assert ranked["parent"].epochs_done == 40 and ranked["child"].status == "finished"
+
+
+# -- round trips to a distant database -----------------------------------------------------------
+
+
+def test_each_write_of_a_run_is_one_round_trip_to_a_distant_database(pg_url, tmp_path):
+    """Counted by the proxy, not timed: the run's creation, each epoch, a heartbeat and the
+    run's end (with its last epoch) each wait for one round trip to PostgreSQL, however many
+    statements they hold (BEGIN, updates, inserts of many rows, COMMIT: pipelined), and the
+    recorder's connection is not pinged before each of them."""
+    from tracker.training.session import RunSession
+
+    planned = 5
+    with behind_proxy(pg_url, 0.05) as (url, proxy):
+        shared_store(url)  # connecting and checking the schema are not counted
+        recorder = RunRecorder(url, spool_path=tmp_path / "spool.db")
+        session = RunSession(recorder, uuid.uuid4().hex, heartbeat_interval=30.0)
+
+        def trips(step) -> int:
+            before = proxy.round_trips
+            step()
+            recorder.wait()
+            return proxy.round_trips - before
+
+        params = {f"p{i}": i for i in range(20)}
+        create = {"experiment": "trips", "params": params, "tags": {"t": "x"}}
+        assert trips(lambda: session.start({**create, "epochs_planned": planned})) == 1
+        for epoch in range(planned):
+            session.epoch_begin(epoch, {})
+            logs = {"loss": 1.0 / (epoch + 1), **{f"m{i}": float(i) for i in range(30)}}
+            # The last epoch waits for the run's end, to be written with it.
+            end = functools.partial(session.epoch_end, epoch, logs)
+            assert trips(end) == (epoch < planned - 1)
+        assert trips(lambda: recorder.call(Store.heartbeat, session.run_id, 30.0)) == 1
+        assert trips(lambda: session.finish("finished", "completed", {"epoch": 4})) == 1
+        recorder.close()
+    with open_store(pg_url) as s:
+        run = s.get_run(session.run_id)
+        assert (run.status, run.epochs_done, run.last_epoch) == ("finished", planned, 4)
+        assert run.params == params and run.tags == {"t": "x"}
+        losses = [(p.epoch, p.value) for p in s.metric_history(run.id, ["loss"])]
+    assert losses == [(e, 1.0 / (e + 1)) for e in range(planned)]

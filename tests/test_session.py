@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 import uuid
 import warnings
 
@@ -360,3 +361,63 @@ def test_fit_params_with_numpy_arguments():
     assert has_validation({"validation_split": np.float64(0.0), "validation_data": None}) is False
     assert has_validation({}) is None
     assert math.isclose(got["validation_split"], 0.25)
+
+
+# -- the fit's last epoch is written with the run's end -------------------------------------------
+
+
+def _run_epochs(session, epochs):
+    for epoch in epochs:
+        session.epoch_begin(epoch, {})
+        session.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+    session.recorder.wait()
+
+
+def _losses(store, run_id):
+    return [(p.epoch, p.value) for p in store.metric_history(run_id, ["loss"])]
+
+
+def test_the_last_epoch_is_written_with_the_runs_end(store, tmp_path):
+    session, *_ = _session(store, tmp_path)
+    session.start({"experiment": "last", "epochs_planned": 3})
+    _run_epochs(session, range(3))
+    assert [e for e, _ in _losses(store, session.run_id)] == [0, 1]  # the third is kept
+    session.finish("finished", "completed", {"epoch": 2})
+    run = store.get_run(session.run_id)
+    assert (run.status, run.epochs_done, run.last_epoch) == ("finished", 3, 2)
+    assert _losses(store, session.run_id) == [(e, 1.0 / (e + 1)) for e in range(3)]
+
+
+def test_an_epoch_a_callback_stopped_on_is_the_last(store, tmp_path):
+    session, *_ = _session(store, tmp_path)
+    session.start({"experiment": "last", "epochs_planned": 10})
+    _run_epochs(session, range(2))
+    session.stopped_by(object(), 2, None)
+    _run_epochs(session, [2])
+    assert [e for e, _ in _losses(store, session.run_id)] == [0, 1]
+    session.finish("finished", "early_stopping", {"epoch": 2})
+    assert store.get_run(session.run_id).epochs_done == 3
+
+
+def test_a_kept_epoch_is_written_when_training_goes_on_or_the_end_is_late(
+    store, tmp_path, monkeypatch
+):
+    import tracker.training.session as session_module
+
+    session, *_ = _session(store, tmp_path)
+    session.start({"experiment": "last", "epochs_planned": 2})
+    _run_epochs(session, range(2))
+    _run_epochs(session, [2, 3])  # a callback moved the end: epoch 1 was not the last
+    assert [e for e, _ in _losses(store, session.run_id)] == [0, 1, 2]
+    # The run's end is late (other callbacks' on_train_end): the kept epoch is written alone.
+    monkeypatch.setattr(session_module, "HOLD_LAST_EPOCH_S", 0.05)
+    _run_epochs(session, [4])
+    for _ in range(100):
+        if len(_losses(store, session.run_id)) == 5:
+            break
+        time.sleep(0.05)
+    assert _losses(store, session.run_id) == [(e, 1.0 / (e + 1)) for e in range(5)]
+    assert store.get_run(session.run_id).status == "running"
+    session.finish("finished", "completed", {"epoch": 4})
+    run = store.get_run(session.run_id)
+    assert (run.status, run.epochs_done) == ("finished", 5)

@@ -420,6 +420,23 @@ EPOCH_DONE_SQL = (
 )
 
 
+def epoch_done(
+    conn: DriverCursor,
+    run_id: str,
+    epoch: int,
+    at: datetime,
+    deadline: datetime,
+    points: list[MetricPoint],
+) -> None:
+    """An epoch's write: the run's count of epochs and heartbeat, then its points."""
+    result = conn.exec_driver_sql(
+        _sql(conn, EPOCH_DONE_SQL), (epoch, db_time(conn, at), db_time(conn, deadline), run_id)
+    )
+    # Before the inserts, whose error would only name a key.
+    conn.expect_rows(result, RunNotFound(f"no run with id {run_id!r}"))
+    insert_points(conn, run_id, points)
+
+
 _RUN_COLUMNS = (
     "id",
     "name",

@@ -17,12 +17,17 @@ in training. The rule that bounds what can be lost: **at most one epoch's writes
 When an epoch ends, the training thread first waits for what it handed over before (the previous
 epoch's writes, or the run's creation at the end of the first epoch) to be applied (`wait`:
 backpressure), then hands over this epoch's and goes on; so a `kill -9` loses at most the epoch
-being written (during the first epoch: the run's creation, if the process dies within the few
-round trips it takes). What a caller must see applied before it goes on (a resumed run, facts it
-reads back, the run's end) is written with `call`, which first waits for everything handed over
-before it: `finish` therefore returns with the whole run in the store (or the spool), and so do
-the paths that end a run on an exception, a signal or `atexit`. A forked child neither sees nor
-repeats the writes its parent had in flight.
+being written (during the first epoch: the run's creation, if the process dies within the round
+trip it takes). The fit's last epoch is kept by the session instead, and written with the run's
+end in one transaction, unless that end is late (`RunSession`). What a caller must see applied
+before it goes on (a resumed run, facts it reads back, the run's end) is written with `call`,
+which first waits for everything handed over before it: `finish` therefore returns with the
+whole run in the store (or the spool), and so do the paths that end a run on an exception, a
+signal or `atexit`. A forked child neither sees nor repeats the writes its parent had in flight.
+
+On PostgreSQL each of these writes is one transaction that costs one round trip to the server
+(`tracker.store.writes.PipelinedCursor`), and the recorder's engine does not ping a connection
+before each use: a write that fails on a dead connection is retried like any other.
 
 The heartbeat thread lives here too; it also watches that `fit` is still running, because Keras
 calls no hook when `fit` dies of an exception it did not route through the callbacks.

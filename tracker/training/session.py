@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from tracker.clock import utcnow
 from tracker.records import MetricPoint, RunRecord
 from tracker.store.run_store import Store
 from tracker.training.checkpoint_recorder import CheckpointKeeper
@@ -30,6 +31,10 @@ from tracker.training.recorder import RunRecorder
 from tracker.values import flat_logs, scalar
 
 INTERRUPTS = (KeyboardInterrupt, TerminatedBySignal)
+# How long the fit's last epoch waits for the run's end, to be written with it, before it is
+# handed over alone: the other callbacks' `on_train_end` run first, and however long they take,
+# a `kill -9` meanwhile must lose no more than the epoch being written.
+HOLD_LAST_EPOCH_S = 0.5
 
 
 def choose_monitor(
@@ -79,6 +84,10 @@ class RunSession:
         # Kept batches as Keras gave them, (epoch, batch, time.time(), logs): turned into metric
         # points only when they are written, so each batch costs one append.
         self._batches: list[tuple[int, int, float, Mapping[str, Any]]] = []
+        # The fit's last epoch, kept to be written with the run's end: (epoch, values, batch
+        # points, when it ended).
+        self._held: tuple[int, dict[str, float], list[MetricPoint], datetime] | None = None
+        self._epochs_planned: int | None = None
         self._last_batch = -1
         self._warned_values = False
 
@@ -87,6 +96,7 @@ class RunSession:
     def start(self, create: dict[str, Any], resume: str | None = None) -> None:
         """Create the run, or reopen `resume` (a new run when that fails)."""
         self._fit_params = dict(create.get("fit_params") or {})
+        self._epochs_planned = create.get("epochs_planned")
         run = self._resume(resume, create) if resume else None
         if run is None:
             # Handed over like an epoch's writes: applied before the first epoch's are.
@@ -118,6 +128,7 @@ class RunSession:
     # -- epochs and batches ---------------------------------------------------------------------
 
     def epoch_begin(self, epoch: int, lrs: Mapping[str, float]) -> None:
+        self._release_held()  # an epoch after the one taken for the last: training went on
         if self._first_epoch:
             self._first_epoch = False
             self._on_first_epoch(epoch)
@@ -170,20 +181,52 @@ class RunSession:
                 values.setdefault(key, lr)
             if self.epoch == epoch and self._epoch_started:
                 values["epoch_time_s"] = time.perf_counter() - self._epoch_started
+            self._release_held()
             # Backpressure: the previous epoch's writes are applied before this one's are handed
             # to the writer thread, so that at most one epoch is ever in flight (recorder.py).
             self.recorder.wait()
-            self.recorder.submit(
-                Store.log_epoch,
-                self.run_id,
-                epoch,
-                values,
-                batches=self._batch_points(),
-                heartbeat_interval=self.heartbeat_interval,
-            )
+            if self._is_last(epoch):
+                # Written with the run's end, in one transaction (`finish`): the end of `fit`
+                # waits for one round trip to the database instead of two. Until then it is
+                # the epoch being written, as a handed-over epoch is.
+                self._held = (epoch, values, self._batch_points(), utcnow())
+                timer = threading.Timer(HOLD_LAST_EPOCH_S, self._release_held)
+                timer.daemon = True
+                timer.start()
+            else:
+                self.recorder.submit(
+                    Store.log_epoch,
+                    self.run_id,
+                    epoch,
+                    values,
+                    batches=self._batch_points(),
+                    heartbeat_interval=self.heartbeat_interval,
+                )
             self._logged_epoch = epoch
             if self.keeper is not None:
                 self.keeper.after_epoch(self.model, epoch, values)
+
+    def _is_last(self, epoch: int) -> bool:
+        """Whether `fit` ends after `epoch`: its last planned epoch, or a callback stopped it."""
+        planned = self._epochs_planned
+        return self.stopper is not None or (isinstance(planned, int) and epoch + 1 >= planned)
+
+    def _release_held(self) -> None:
+        """Hand the kept epoch to the writer after all (another epoch began, or the run's end
+        is late)."""
+        with self._lock:  # handed over before the run's end can be: in order
+            held, self._held = self._held, None
+            if held is not None:
+                epoch, values, batches, at = held
+                self.recorder.submit(
+                    Store.log_epoch,
+                    self.run_id,
+                    epoch,
+                    values,
+                    batches=batches,
+                    at=at,
+                    heartbeat_interval=self.heartbeat_interval,
+                )
 
     def _batch_points(self) -> list[MetricPoint]:
         """The batches kept since the last write, as metric points; the buffer is emptied."""
@@ -265,15 +308,28 @@ class RunSession:
                 self.keeper.flush(self.model)
             recorder = self.recorder
             recorder.stop_heartbeat()
+            held, self._held = self._held, None
             if self._batches:
+                if held is not None:  # batches after it: not the last epoch after all
+                    self._held = held
+                    self._release_held()
+                    held = None
                 recorder.call(Store.log_batch_metrics, self.run_id, self._batch_points())
-            recorder.call(
-                Store.finish_run,
-                self.run_id,
-                status=status,
-                stop_reason=reason,
-                stop_details=details,
-            )
+            end: dict[str, Any] = {"status": status, "stop_reason": reason, "stop_details": details}
+            if held is not None:
+                epoch, values, batches, at = held
+                recorder.call(
+                    Store.finish_run_after_epoch,
+                    self.run_id,
+                    epoch,
+                    values,
+                    batches=batches,
+                    at=at,
+                    heartbeat_interval=self.heartbeat_interval,
+                    **end,
+                )
+            else:
+                recorder.call(Store.finish_run, self.run_id, **end)
             if recorder.pending:
                 warn(
                     f"tracker: {recorder.pending} writes of run {self.run_id} could not reach "
