@@ -7,7 +7,8 @@ own, against an untracked baseline fit in that process, the variants' order rota
 repetition. Measured: how long the end of each epoch holds training up (tracker: the work its fit
 guard runs after the other callbacks; MLflow: `MlflowCallback.on_epoch_end`), the time spent in
 all of the tool's hooks (MLflow: with `start_run` and the end of the run, which it needs) over the
-baseline fit, and the end-to-end overhead as in benchmark 2.
+baseline fit, the end-to-end overhead as in benchmark 2, and how many round trips through the
+link each tool's fits took (the proxy counts them).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def holdups(fits: list[dict[str, Any]], base: float, names: tuple[str, ...]) -> 
     }
 
 
+def _round_trips(count: int, res: dict[str, Any]) -> dict[str, Any]:
+    """Round trips through the link (the proxy's count) of a process's tracked fits, with the
+    first fit's connecting and schema check, and per fit."""
+    fits = 1 + len(res["fits"])
+    return {"total": count, "fits": fits, "per_fit": count / fits}
+
+
 def run(ctx: Context, backend: str) -> dict[str, Any]:
     assert ctx.postgres is not None, "PostgreSQL only"
     size = ctx.size
@@ -63,27 +71,32 @@ def run(ctx: Context, backend: str) -> dict[str, Any]:
         proxy = LatencyProxy(server.hostname or "127.0.0.1", server.port or 5432, delay_ms / 1e3)
         port = proxy.start()
         try:
-            out["delays"][str(delay_ms)] = _one_delay(ctx, port, delay_ms, shape)
+            out["delays"][str(delay_ms)] = _one_delay(ctx, proxy, port, delay_ms, shape)
         finally:
             proxy.stop()
     return out
 
 
-def _one_delay(ctx: Context, port: int, delay_ms: float, shape: dict[str, int]) -> dict[str, Any]:
+def _one_delay(
+    ctx: Context, proxy: LatencyProxy, port: int, delay_ms: float, shape: dict[str, int]
+) -> dict[str, Any]:
     size = ctx.size
     ctx.log(f"    {delay_ms:g} ms each way ...")
     url = _through(ctx.new_db("postgresql", f"latency_tracker_{delay_ms:g}ms"), port)
     work = ctx.scratch(f"latency-{delay_ms:g}")
     command = [sys.executable, str(BENCH / "fit_latency.py"), "--db", url, "--workdir", str(work)]
     command += ["--reps", str(size.latency_reps), *[f"--{k}={v}" for k, v in shape.items()]]
+    before = proxy.round_trips
     res = run_json(command, cwd=work)
     out: dict[str, Any] = {"delay_ms": delay_ms, "tracker": overheads(res["times"])}
+    out["tracker"]["round_trips"] = _round_trips(proxy.round_trips - before, res)
     base = out["tracker"]["none"]["seconds"]["median"]
     out["tracker"]["tracker_epoch"].update(holdups(res["fits"], base, TRACKER_HOOKS))
     out["tracker"]["first_fit"] = holdups([res["first_fit"]], base, TRACKER_HOOKS)
     out["tracker"]["loadavg"] = res["loadavg"]
     if ctx.mlflow:
         ml_url = _through(ctx.new_db("postgresql", f"latency_mlflow_{delay_ms:g}ms"), port)
+        before = proxy.round_trips
         ml = ctx.mlflow.call(
             "fit_latency",
             cwd=ctx.scratch(f"mlflow-latency-{delay_ms:g}"),
@@ -92,6 +105,7 @@ def _one_delay(ctx: Context, port: int, delay_ms: float, shape: dict[str, int]) 
             **shape,
         )
         out["mlflow"] = overheads(ml["times"])
+        out["mlflow"]["round_trips"] = _round_trips(proxy.round_trips - before, ml)
         ml_base = out["mlflow"]["none"]["seconds"]["median"]
         out["mlflow"]["mlflow_callback_epoch"].update(holdups(ml["fits"], ml_base, MLFLOW_HOOKS))
         out["mlflow"]["first_fit"] = holdups([ml["first_fit"]], ml_base, MLFLOW_HOOKS)

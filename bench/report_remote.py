@@ -43,6 +43,12 @@ def targets(b: dict[str, Any]) -> Lines:
     ]
 
 
+def _trips(trips: dict[str, Any] | None) -> str:
+    if not trips:
+        return "–"
+    return f"{trips['per_fit']:.1f} ({trips['total']:,} in {trips['fits']} fits)"
+
+
 def section(r: dict[str, Any]) -> Lines:
     b = r["benchmarks"]
     delays = _delays(b)
@@ -60,7 +66,9 @@ def section(r: dict[str, Any]) -> Lines:
         f"{f['reps']} repetitions per tool and delay, each tool in its own process against its "
         "own untracked baseline fit, the order rotated each time. tracker: `TrackingCallback("
         "save_best_weights=False)`; its epoch writes go to a writer thread, at most one epoch in "
-        "flight, and the end of the run waits for all of them. MLflow: `mlflow.keras."
+        "flight, each write one round trip to the server (psycopg's pipeline mode: BEGIN, the "
+        "statements and COMMIT sent together), and the run's end, written with the last epoch "
+        "in one transaction, waits for all of them. MLflow: `mlflow.keras."
         "MlflowCallback()` with `mlflow.start_run()` / `end_run()` around the fit, its tracking "
         "store the same server through the same proxy (the SQLAlchemy store, as in the other "
         "benchmarks: MLflow's tracking server would put one more hop, not less, behind the link).",
@@ -73,11 +81,14 @@ def section(r: dict[str, Any]) -> Lines:
         "(tracker: `on_train_end`, which waits until the whole run is stored; MLflow: `end_run`, "
         "which flushes its queue). *In hooks*: all the tool's hooks, with start and end, per fit "
         "÷ the baseline fit; *first fit*: the same for a process's first fit, which also opens "
-        "the store (and checks its schema) through the link. *End to end*: as in benchmark 2.",
+        "the store (and checks its schema) through the link. *End to end*: as in benchmark 2. "
+        "*Round trips per fit*: the times a client waited for the server's reply through the "
+        "proxy (`LatencyProxy.round_trips`), over all the tool's tracked fits of its process, "
+        "the first fit's connecting and schema check included.",
         "",
         "| delay each way | tool | end of an epoch: median / p95 / max | start | end | "
-        "in hooks | in hooks, first fit | end to end | baseline fit | load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "in hooks | in hooks, first fit | end to end | round trips per fit | baseline fit | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for delay, d in delays.items():
         for tool, name in (("tracker", "tracker_epoch"), ("mlflow", "mlflow_callback_epoch")):
@@ -96,6 +107,7 @@ def section(r: dict[str, Any]) -> Lines:
                     f"{ms(t['in_hooks_s'])} = {pct(t['in_hooks'])}",
                     pct(first) if first is not None else "–",
                     pct(t["overhead"]),
+                    _trips(d[tool].get("round_trips")),
                     secs(d[tool]["none"]["seconds"]["median"]),
                     load(d[tool]),
                 )

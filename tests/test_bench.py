@@ -73,6 +73,8 @@ def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server)
         # every epoch of every timed fit was seen ending, and the run was never spooled
         assert tracked["epoch_ends"] == size["latency_reps"] * size["fit_epochs"]
         assert tracked["train_end_s"] > 0 and d["tracker"]["none"]["seconds"]["n"] >= 1
+        trips = d["tracker"]["round_trips"]  # counted by the proxy: the fits went through it
+        assert trips["fits"] == 1 + size["latency_reps"] and trips["total"] >= trips["fits"]
     out = tmp_path / "RESULTS.md"
     report = subprocess.run(
         [sys.executable, "bench/report.py", str(tmp_path / "results" / "latest.json")]

@@ -283,3 +283,29 @@ def test_each_write_of_a_run_is_one_round_trip_to_a_distant_database(pg_url, tmp
         assert run.params == params and run.tags == {"t": "x"}
         losses = [(p.epoch, p.value) for p in s.metric_history(run.id, ["loss"])]
     assert losses == [(e, 1.0 / (e + 1)) for e in range(planned)]
+
+
+def test_an_epochs_end_does_not_wait_for_a_heartbeat(tmp_path):
+    """A beat handed over after the last epoch holds no epoch's end up (it is no epoch: what a
+    `kill -9` can lose stays the epoch being written); every other write still is waited for."""
+    db = tmp_path / "tracker.db"
+    recorder = RunRecorder(f"sqlite:///{db}", spool_path=tmp_path / "spool.db")
+    run_id = uuid.uuid4().hex
+    recorder.call(Store.create_run, run_id=run_id, experiment="beat")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the beat's write waits for this lock
+    try:
+        recorder.submit(Store.heartbeat, run_id, 30.0)
+        recorder.wait(beats=False)
+        assert recorder.pending == 1  # returned with the beat not written yet
+        recorder.submit(Store.log_epoch, run_id, 0, {"loss": 1.0})
+        assert recorder.pending == 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    recorder.wait(beats=False)  # the epoch after the beat is waited for
+    assert recorder.pending == 0
+    with open_store(f"sqlite:///{db}") as s:
+        run = s.get_run(run_id)
+    assert run.epochs_done == 1
+    recorder.close()

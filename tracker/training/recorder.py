@@ -193,6 +193,7 @@ class RunRecorder:
         self._handoff = threading.Condition()  # guards what follows
         self._inbox: deque[Op] = deque()  # handed to the writer thread, not taken yet
         self._writing = False
+        self._current: Callable[..., Any] | None = None  # the write being applied
         self._writer: threading.Thread | None = None
 
     @property
@@ -252,21 +253,29 @@ class RunRecorder:
             for entry in entries:
                 self._apply(entry)
 
-    def wait(self) -> None:
+    def wait(self, *, beats: bool = True) -> None:
         """Return once every write handed over has been applied (or kept, when the database
-        and the spool are both away)."""
+        and the spool are both away); without `beats`, heartbeats handed over after the last
+        other write are not waited for (an epoch's end need not wait for a beat)."""
         self.busy = True
         try:
-            self._wait_idle()
+            self._wait_idle(beats)
         finally:
             self.busy = False
 
-    def _wait_idle(self) -> None:
+    def _wait_idle(self, beats: bool = True) -> None:
         if threading.current_thread() is self._writer:
             return
         with self._handoff:
-            while self._inbox or self._writing:
+            while self._unapplied(beats):
                 self._handoff.wait()
+
+    def _unapplied(self, beats: bool) -> bool:
+        if beats:
+            return bool(self._inbox or self._writing)
+        return any(op is not Store.heartbeat for op, _, _ in self._inbox) or (
+            self._writing and self._current is not Store.heartbeat
+        )
 
     def _write_loop(self) -> None:
         while True:
@@ -277,7 +286,7 @@ class RunRecorder:
                     self._writer = None  # a later `submit` starts a new thread
                     return
                 entry = self._inbox.popleft()
-                self._writing = True
+                self._writing, self._current = True, entry[0]
             try:
                 with self._lock:
                     self._apply(entry)
