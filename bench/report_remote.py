@@ -81,10 +81,14 @@ def section(r: dict[str, Any]) -> Lines:
         "(tracker: `on_train_end`, which waits until the whole run is stored; MLflow: `end_run`, "
         "which flushes its queue). *In hooks*: all the tool's hooks, with start and end, per fit "
         "÷ the baseline fit; *first fit*: the same for a process's first fit, which also opens "
-        "the store (and checks its schema) through the link. *End to end*: as in benchmark 2. "
+        "the store through the link, here a new empty database whose schema it creates (each "
+        "tool runs its migrations then: a shared database would already have it). "
+        "*End to end*: as in benchmark 2. "
         "*Round trips per fit*: the times a client waited for the server's reply through the "
         "proxy (`LatencyProxy.round_trips`), over all the tool's tracked fits of its process, "
-        "the first fit's connecting and schema check included.",
+        "the first fit's connecting and schema creation included (tracker, once the store is "
+        "open: one for the run's creation, one per epoch but the last, one for the last epoch "
+        "with the run's end).",
         "",
         "| delay each way | tool | end of an epoch: median / p95 / max | start | end | "
         "in hooks | in hooks, first fit | end to end | round trips per fit | baseline fit | load |",
