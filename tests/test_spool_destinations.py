@@ -432,3 +432,39 @@ def test_a_sync_killed_half_way_completes_when_run_again(db_url, tmp_path):
     assert landed == RUNS_IN_SPOOL and set(points) == set(ids)
     assert set(points.values()) == {POINTS_PER_RUN}  # no point twice
     assert _run_ids(f"sqlite:///{spool}") == set()
+
+
+def test_sync_all_finishes_the_uploads_a_spooled_run_left_pending(tmp_path):
+    """A run spooled with a checkpoint upload still pending (its process was killed): `--all`
+    pushes it into its own database, then finishes the upload from the file still here."""
+    from tracker.checkpoint_files import file_digest
+
+    spool, a_db, folder = tmp_path / "spool.db", tmp_path / "a.db", tmp_path / "artifacts"
+    run_id = spool_while_locked(a_db, spool)
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(os.urandom(4096))
+    size, sha = file_digest(weights)
+    with open_store(f"sqlite:///{spool}") as s:
+        s.add_checkpoint(
+            run_id,
+            path=str(weights),
+            kind="weights",
+            source="ModelCheckpoint",
+            size=size,
+            sha256=sha,
+            epoch=EPOCHS - 1,
+            artifact_root=str(folder),
+            artifact_key=f"{run_id}/{sha}/w.weights.h5",
+        )
+
+    done = run(f"sqlite:///{tmp_path}/given.db", "sync", str(spool), "--all")
+    assert done.exit_code == 0, done.stderr
+    a_line, finished = done.stdout.splitlines()[1:]
+    assert a_line.startswith(f"synced {spool} into sqlite:///{a_db}: ")
+    assert "1 checkpoints added" in a_line
+    assert finished == "finished 1 pending checkpoint upload(s)"
+    with open_store(f"sqlite:///{a_db}") as s:
+        (ck,) = s.checkpoints(run_id)
+        assert s.pending_uploads() == []
+    assert ck.uploaded_at is not None
+    assert file_digest(folder / ck.artifact_key) == (size, sha)
