@@ -599,7 +599,8 @@ def web_ui(r: dict[str, Any]) -> Lines:
         a0 = next(iter(apis.values()))
         out += [
             f"In process (Starlette's TestClient; `bench/ui_api.py`), on a store of {a0['runs']:,} "
-            "finished runs (4 metric summaries and 2 params each, bulk-inserted) plus one run "
+            "finished runs (4 metric summaries and 2 params each, bulk-inserted; on PostgreSQL "
+            "then `VACUUM ANALYZE`d, as autovacuum does soon after a large insert) plus one run "
             f"with {a0['batch_points']:,} batch points of `loss` written through "
             "`Store.log_batch_metrics` (which keeps their block summaries). Median of "
             "repeated requests.",
