@@ -81,7 +81,7 @@ def compare(
     """
     if len(runs) < 2:
         raise click.UsageError("compare needs at least two runs")
-    details = store.run_details(runs, metrics or None)
+    details = store.run_details(runs, keys=metrics or None)
     if len(details) < 2:
         raise click.UsageError("these all name the same run: give at least two different runs")
     chosen = list(metrics) or comparison.default_metrics(details)

@@ -159,15 +159,15 @@ def test_status_running_and_crashed(store: Store):
 
 def test_resolve_run_by_id_prefix_name_latest(store: Store):
     ids = seed_three(store)
-    assert store.resolve_run(ids["a"]) == ids["a"]
-    assert store.resolve_run(ids["a"][:8]) == ids["a"]
-    assert store.resolve_run(ids["a"][:8].upper()) == ids["a"]
-    assert store.resolve_run("run-b") == ids["b"]
-    assert store.resolve_run("latest") == ids["c"]
+    assert store.get_run(ids["a"]).id == ids["a"]
+    assert store.get_run(ids["a"][:8]).id == ids["a"]
+    assert store.get_run(ids["a"][:8].upper()).id == ids["a"]
+    assert store.get_run("run-b").id == ids["b"]
+    assert store.get_run("latest").id == ids["c"]
     with pytest.raises(RunNotFound, match="nope"):
-        store.resolve_run("nope")
+        store.get_run("nope")
     with pytest.raises(RunNotFound):
-        store.resolve_run("'; DROP TABLE runs; --")
+        store.get_run("'; DROP TABLE runs; --")
     assert len(store.list_runs()) == 3
 
 
@@ -175,7 +175,7 @@ def test_ambiguous_name_lists_candidates(store: Store):
     one = seed_run(store, {"loss": [1.0]}, name="same")
     two = seed_run(store, {"loss": [1.0]}, name="same")
     with pytest.raises(AmbiguousRun) as err:
-        store.resolve_run("same")
+        store.get_run("same")
     assert one[:8] in str(err.value) and two[:8] in str(err.value)
 
 

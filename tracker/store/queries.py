@@ -11,10 +11,10 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -175,115 +175,92 @@ SORT_COLUMNS = {
 }
 
 
-def _where(
-    q: Select[Any],
-    now: datetime,
-    *,
-    experiment: str | None = None,
-    status: str | None = None,
-    tags: dict[str, str] | None = None,
-    params: dict[str, str] | None = None,
-    since: datetime | None = None,
-    stop_reason: str | None = None,
-    text: str | None = None,
-    environment: dict[str, str] | None = None,
-) -> Select[Any]:
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing holds (`runs list`'s filters, the web UI's): every one optional.
+
+    `stop_reason`, `text` (in the name, any case) and `environment` (keys of the recorded
+    environment, e.g. `{"backend": "jax"}`, compared as text) narrow as the others do.
+    """
+
+    experiment: str | None = None
+    status: str | None = None
+    tags: Mapping[str, str] | None = None
+    params: Mapping[str, str] | None = None
+    since: datetime | None = None
+    stop_reason: str | None = None
+    text: str | None = None
+    environment: Mapping[str, str] | None = None
+
+
+def _where(q: Select[Any], now: datetime, f: RunFilter) -> Select[Any]:
     """`q` (over runs joined to experiments) narrowed by the filters; every value is bound."""
-    if status is not None and status not in STATUSES:
-        raise TrackerError(f"status must be one of {', '.join(STATUSES)}. Received: {status!r}")
-    if experiment is not None:
-        q = q.where(exp_t.c.name == experiment)
-    if status is not None:
-        q = q.where(_status_filter(status, now))
-    for k, v in (tags or {}).items():
+    if f.status is not None and f.status not in STATUSES:
+        raise TrackerError(f"status must be one of {', '.join(STATUSES)}. Received: {f.status!r}")
+    if f.experiment is not None:
+        q = q.where(exp_t.c.name == f.experiment)
+    if f.status is not None:
+        q = q.where(_status_filter(f.status, now))
+    for k, v in (f.tags or {}).items():
         q = q.where(_kv_match(tag_t, k, v, as_json=False))
-    for k, v in (params or {}).items():
+    for k, v in (f.params or {}).items():
         q = q.where(_kv_match(param_t, k, v, as_json=True))
-    for k, v in (environment or {}).items():
+    for k, v in (f.environment or {}).items():
         # As text on both databases (SQLite's json_extract, PostgreSQL's ->>).
         q = q.where(cast(run_t.c.environment[k].as_string(), String) == v)
-    if since is not None:
-        q = q.where(run_t.c.started_at >= since)
-    if stop_reason is not None:
+    if f.since is not None:
+        q = q.where(run_t.c.started_at >= f.since)
+    if f.stop_reason is not None:
         shown_crashed = _status_filter("crashed", now)  # a dead process is a crash, not running
         q = q.where(
-            shown_crashed if stop_reason == "crashed" else run_t.c.stop_reason == stop_reason
+            shown_crashed if f.stop_reason == "crashed" else run_t.c.stop_reason == f.stop_reason
         )
-    if text:
-        q = q.where(func.lower(run_t.c.name).contains(text.lower(), autoescape=True))
+    if f.text:
+        q = q.where(func.lower(run_t.c.name).contains(f.text.lower(), autoescape=True))
     return q
 
 
-class RunFilters(TypedDict, total=False):
-    """Which runs a listing holds (`_where`): every filter is optional."""
-
-    experiment: str | None
-    status: str | None
-    tags: dict[str, str] | None
-    params: dict[str, str] | None
-    since: datetime | None
-    stop_reason: str | None
-    text: str | None
-    environment: dict[str, str] | None
-
-
-class ListOrder(RunFilters, total=False):
-    """The filters, plus which metric a listing shows and how it is ordered (`list_runs`)."""
-
-    metric: str | None
-    sort: str | None
-    agg: str
-    mode: str
-    order_by: str | None
-    descending: bool | None
-
-
-class ListOptions(ListOrder, total=False):
-    """Everything `list_runs` takes: the filters, the order and a page of it."""
-
-    limit: int | None
-    offset: int
-
-
-def count_listed(conn: Connection, now: datetime, **filters: Any) -> int:
+def count_listed(conn: Connection, now: datetime, f: RunFilter) -> int:
     """How many runs `list_runs` would give with these filters and no limit (`_where`'s).
     Experiments are joined only to filter by one: counting runs alone can use an index."""
     runs_from: Any = run_t
-    if filters.get("experiment") is not None:
+    if f.experiment is not None:
         runs_from = run_t.join(exp_t, run_t.c.experiment_id == exp_t.c.id)
-    return conn.scalar(_where(select(func.count()).select_from(runs_from), now, **filters)) or 0
+    return conn.scalar(_where(select(func.count()).select_from(runs_from), now, f)) or 0
+
+
+@dataclass(frozen=True)
+class ListOrder:
+    """Which metric a listing shows and how it is ordered.
+
+    `metric` is only shown; `sort` orders by that metric (runs without it last) and implies it.
+    Without either, `val_loss` is shown when any run recorded it. `agg` picks each run's best
+    or last value, `mode` the direction (`auto` infers it from the name). `order_by` (a key of
+    `SORT_COLUMNS`) orders by a column instead; `descending` overrides the direction of either
+    (a metric's default is best first).
+    """
+
+    metric: str | None = None
+    sort: str | None = None
+    agg: str = "best"
+    mode: str = "auto"
+    order_by: str | None = None
+    descending: bool | None = None
 
 
 def list_runs(
     conn: Connection,
     now: datetime,
+    f: RunFilter,
+    order: ListOrder,
     *,
-    experiment: str | None = None,
-    status: str | None = None,
-    tags: dict[str, str] | None = None,
-    params: dict[str, str] | None = None,
-    since: datetime | None = None,
     limit: int | None = None,
-    metric: str | None = None,
-    sort: str | None = None,
-    agg: str = "best",
-    mode: str = "auto",
-    stop_reason: str | None = None,
-    text: str | None = None,
     offset: int = 0,
-    order_by: str | None = None,
-    descending: bool | None = None,
-    environment: dict[str, str] | None = None,
 ) -> list[RankedRun]:
-    """Runs newest first (or by `sort`), each with its best/last value of `metric`.
-
-    `metric` is only shown; `sort` orders by that metric (runs without it last) and implies it.
-    Without either, `val_loss` is shown when any run recorded it. `order_by` (a key of
-    `SORT_COLUMNS`) orders by a column instead; `descending` overrides the direction of either
-    (a metric's default is best first). `stop_reason`, `text` (in the name, any case) and
-    `environment` (keys of the recorded environment, e.g. `{"backend": "jax"}`, compared as
-    text) filter further; `offset` pages.
-    """
+    """Runs newest first (or in `order`), each with its best/last value of the shown metric;
+    `limit` and `offset` page."""
+    metric, sort, agg, mode = order.metric, order.sort, order.agg, order.mode
+    order_by, descending = order.order_by, order.descending
     check_agg(agg)
     if order_by is not None and order_by not in SORT_COLUMNS:
         known = ", ".join(SORT_COLUMNS)
@@ -293,25 +270,14 @@ def list_runs(
         select(sum_t.c.key).where(sum_t.c.key == "val_loss").limit(1)
     ):
         metric = "val_loss"
-    q = _where(
-        _run_select(),
-        now,
-        experiment=experiment,
-        status=status,
-        tags=tags,
-        params=params,
-        since=since,
-        stop_reason=stop_reason,
-        text=text,
-        environment=environment,
-    )
+    q = _where(_run_select(), now, f)
     check_mode(mode)
     resolved = None
     if metric:
         try:
             # Only a sorting metric needs a direction: a shown one falls back to its last value.
             resolved = (
-                known_mode(conn, metric, mode, experiment) if sort else resolve_mode(metric, mode)
+                known_mode(conn, metric, mode, f.experiment) if sort else resolve_mode(metric, mode)
             )
         except TrackerError:
             if sort:
@@ -578,6 +544,80 @@ def destinations(conn: Connection) -> dict[str, RunDestination | None]:
         run_id: None if url is None else RunDestination(url, database_id)
         for run_id, url, database_id in conn.execute(q)
     }
+
+
+# -- answers that take several statements -------------------------------------------------------
+
+
+def require_listed(conn: Connection, wanted: Iterable[str | None]) -> None:
+    """Raise `MetricNotFound` (naming the metrics that exist) when a metric a listing shows or
+    sorts by was recorded by no run, instead of showing an empty column; in an empty database
+    nothing is missing yet."""
+    names = [m for m in wanted if m]
+    if set(names) - recorded_keys(conn, names):  # the whole list of keys only then
+        known = metric_keys(conn, None)
+        if known:
+            require_metrics(names, known, "in this database")
+
+
+def run_details(
+    conn: Connection,
+    refs: Iterable[str],
+    now: datetime,
+    *,
+    keys: Sequence[str] | None,
+    history: bool,
+) -> list[RunDetail]:
+    """`run_detail` of the runs `refs` name (each once), with the history of `keys` only;
+    `MetricNotFound` when one of `keys` was recorded by none of them."""
+    ids = resolve_run_ids(conn, refs, now)
+    details = [run_detail(conn, i, now, keys=keys, history=history) for i in ids]
+    if keys:
+        require_metrics(keys, {k for d in details for k in d.summaries}, "in these runs")
+    return details
+
+
+def run_and_keys(
+    conn: Connection, ref: str, now: datetime, keys: Sequence[str] | None, *, batches: bool
+) -> tuple[RunRecord, list[str]]:
+    """The run `ref` names and the metric keys to read of it at epoch (or batch) level: `keys`,
+    once each is known recorded there (`MetricNotFound` otherwise), or every recorded key."""
+    run = run_record(conn, resolve_run_id(conn, ref, now), now)
+    if keys and batches and has_batch_metrics(conn, run.id, keys):
+        return run, list(keys)  # a seek per key, where listing the keys walks them all
+    known = (batch_metric_keys if batches else metric_keys)(conn, run.id)
+    if not keys:
+        return run, known
+    level = "batch" if batches else "epoch"
+    require_metrics(keys, known, f"at {level} level in run {run.short_id}")
+    return run, list(keys)
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """One page of a listing, as the web UI's runs table shows it."""
+
+    total: int  # runs matching the filters, all pages
+    runs: list[RankedRun]
+    summaries: dict[str, dict[str, SummaryRecord]]  # run id -> metric key -> summary
+
+
+def runs_page(
+    conn: Connection,
+    now: datetime,
+    f: RunFilter,
+    order: ListOrder,
+    metrics: Sequence[str],
+    *,
+    limit: int,
+    offset: int,
+) -> RunsPage:
+    """One page of `list_runs` with the count of all the filtered runs and the summaries of
+    `metrics` for the runs of the page (no metric history)."""
+    require_listed(conn, [order.sort, *metrics])
+    total = count_listed(conn, now, f)
+    ranked = list_runs(conn, now, f, order, limit=limit, offset=offset)
+    return RunsPage(total, ranked, summaries_of(conn, [r.run.id for r in ranked], list(metrics)))
 
 
 # -- the web UI's reads --------------------------------------------------------------------------
