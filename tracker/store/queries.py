@@ -692,19 +692,22 @@ BlockRow = tuple[
 Span = tuple[int, int, int]
 
 
-class BatchSource:
-    """One batch-level series of one run as a chart's downsampling reads it, inside the caller's
-    transaction: its block summaries, the points of a few spans, or all of its points."""
+class SeriesSource:
+    """One series (a metric of one run at epoch or batch level) as a chart reads it, inside the
+    caller's transaction: all of its points, or at batch level its block summaries or the
+    points of a few spans (what downsampling needs)."""
 
     def __init__(
         self,
         conn: Connection,
         run_id: str,
         key: str,
+        *,
+        batches: bool,
         after_epoch: int | None,
         epochs: tuple[int, int] | None,
     ) -> None:
-        self.conn, self.run_id, self.key = conn, run_id, key
+        self.conn, self.run_id, self.key, self.batches = conn, run_id, key, batches
         self.after_epoch, self.epochs = after_epoch, epochs
 
     def blocks(self) -> list[BlockRow]:
@@ -754,8 +757,13 @@ class BatchSource:
             self.conn,
             self.run_id,
             self.key,
-            batches=True,
+            batches=self.batches,
             after_epoch=self.after_epoch,
             epochs=self.epochs,
         )
         return rows  # type: ignore[return-value]
+
+
+def all_rows(run: RunRecord, source: SeriesSource) -> list[tuple[int, int, float | None]]:
+    """Every point of the series (`metric_series`'s reader when nothing is downsampled)."""
+    return source.rows()

@@ -37,12 +37,13 @@ from tracker.store import queries, run_writes, writes
 from tracker.store.db import SQLITE_BUSY_TIMEOUT_S, make_engine
 from tracker.store.queries import ListOrder, RunFilter, RunsPage
 from tracker.store.revisions import check_schema
-from tracker.store.tables import stored_value
 from tracker.store.transactions import Transactions
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from tracker.store.transfer import ImportResult, RunBundle
 
 __all__ = ["ListOrder", "RunFilter", "RunsPage", "Store", "open_store"]
@@ -194,43 +195,12 @@ class Store:
         return len(rows)
 
     def add_checkpoint(
-        self,
-        run_id: str,
-        *,
-        path: str,
-        kind: str,
-        source: str,
-        size: int,
-        sha256: str,
-        epoch: int | None = None,
-        batch: int | None = None,
-        monitor: str | None = None,
-        value: float | None = None,
-        is_best: bool = False,
-        at: datetime | None = None,
-        artifact_root: str | None = None,
-        artifact_key: str | None = None,
-        uploaded: bool = False,
+        self, run_id: str, **facts: Unpack[run_writes.CheckpointFacts]
     ) -> CheckpointRecord:
-        """Record a checkpoint file; with `artifact_key`, also the copy the artifact store holds
-        (`uploaded`) or is about to receive (see `mark_uploaded`)."""
-        row: dict[str, Any] = {
-            "run_id": run_id,
-            "epoch": epoch,
-            "batch": batch,
-            "path": path,
-            "kind": kind,
-            "source": source,
-            "monitor": monitor,
-            "value": stored_value(value),
-            "is_best": is_best,
-            "size": size,
-            "sha256": sha256,
-            "created_at": at or utcnow(),
-            "artifact_root": artifact_root,
-            "artifact_key": artifact_key,
-            "uploaded_at": (at or utcnow()) if uploaded and artifact_key else None,
-        }
+        """Record a checkpoint file (`run_writes.CheckpointFacts` says what of it); with
+        `artifact_key`, also the copy the artifact store holds (`uploaded`) or is about to
+        receive (see `mark_uploaded`)."""
+        row = run_writes.checkpoint_row(run_id, facts)
         return self._write_tx(lambda c: run_writes.add_checkpoint(c, row))
 
     def mark_uploaded(self, run_id: str, artifact_key: str, sha256: str) -> int:
@@ -472,49 +442,32 @@ class Store:
         self,
         ref: str,
         keys: Sequence[str] | None,
+        read: Callable[[RunRecord, queries.SeriesSource], T],
         *,
         batches: bool,
         after_epoch: int | None = None,
         epochs: tuple[int, int] | None = None,
-    ) -> tuple[RunRecord, dict[str, list[Any]]]:
+    ) -> tuple[RunRecord, dict[str, T]]:
         """The run `ref` names and, per key (every key at that level when `keys` is empty),
-        its `(epoch, step, value)` rows after `after_epoch` and within `epochs`.
+        what `read` makes of its series after `after_epoch` and within `epochs`: all its
+        `(epoch, step, value)` rows (`queries.all_rows`), or at batch level its block summaries
+        and the points of a few spans (a chart of a million points never needs them all).
+        Read in one snapshot: blocks and points agree while a run writes.
 
         Raises:
             MetricNotFound: one of `keys` is not recorded by the run at that level.
         """
-        with self._read() as conn:
-            run, keys = queries.run_and_keys(conn, ref, utcnow(), keys, batches=batches)
-            return run, {
-                k: queries.series_rows(
-                    conn, run.id, k, batches=batches, after_epoch=after_epoch, epochs=epochs
-                )
-                for k in keys
-            }
-
-    def batch_series(
-        self,
-        ref: str,
-        keys: Sequence[str] | None,
-        read: Callable[[RunRecord, queries.BatchSource], T],
-        *,
-        after_epoch: int | None = None,
-        epochs: tuple[int, int] | None = None,
-    ) -> tuple[RunRecord, dict[str, T]]:
-        """As `metric_series(batches=True)`, but each key's series is what `read` makes of it
-        from a `BatchSource` (block summaries, points of a few spans, or all points), read in
-        one snapshot (blocks and points agree while a run writes): a chart of a million
-        points never needs them all.
-
-        Raises:
-            MetricNotFound: one of `keys` is not recorded by the run at batch level.
-        """
         with self._read(snapshot=True) as conn:
-            run, keys = queries.run_and_keys(conn, ref, utcnow(), keys, batches=True)
-            return run, {
-                k: read(run, queries.BatchSource(conn, run.id, k, after_epoch, epochs))
-                for k in keys
-            }
+            run, keys = queries.run_and_keys(conn, ref, utcnow(), keys, batches=batches)
+            source = partial(
+                queries.SeriesSource,
+                conn,
+                run.id,
+                batches=batches,
+                after_epoch=after_epoch,
+                epochs=epochs,
+            )
+            return run, {k: read(run, source(k)) for k in keys}
 
 
 def open_store(url: str | None = None, **kwargs: Any) -> Store:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, delete, insert, update
 
@@ -26,6 +26,7 @@ from tracker.store.tables import (
     params,
     run_destinations,
     runs,
+    stored_value,
     tags,
 )
 from tracker.values import plain
@@ -166,6 +167,55 @@ def set_tags(conn: Connection, ref: str, values: Mapping[str, Any]) -> str:
     run_id = queries.resolve_run_id(conn, ref, utcnow())
     writes.put_tags(conn, run_id, values)
     return run_id
+
+
+class _CheckpointFile(TypedDict):
+    path: str
+    kind: str
+    source: str
+    size: int
+    sha256: str
+
+
+class CheckpointFacts(_CheckpointFile, total=False):
+    """What `Store.add_checkpoint` records of a checkpoint file: where it is (`path`), what it
+    holds (`kind`), who wrote it (`source`), its `size` and `sha256`, the `epoch`/`batch` it
+    was written at, the `monitor` metric and its `value` then, whether it `is_best`, when
+    (`at`, now without), and the artifact store's copy (`artifact_root`, `artifact_key`,
+    `uploaded`: already confirmed)."""
+
+    epoch: int | None
+    batch: int | None
+    monitor: str | None
+    value: float | None
+    is_best: bool
+    at: datetime | None
+    artifact_root: str | None
+    artifact_key: str | None
+    uploaded: bool
+
+
+def checkpoint_row(run_id: str, facts: CheckpointFacts) -> dict[str, Any]:
+    """The checkpoints row of `facts` (its id still to come)."""
+    at = facts.get("at") or utcnow()
+    key = facts.get("artifact_key")
+    return {
+        "run_id": run_id,
+        "epoch": facts.get("epoch"),
+        "batch": facts.get("batch"),
+        "path": facts["path"],
+        "kind": facts["kind"],
+        "source": facts["source"],
+        "monitor": facts.get("monitor"),
+        "value": stored_value(facts.get("value")),
+        "is_best": facts.get("is_best", False),
+        "size": facts["size"],
+        "sha256": facts["sha256"],
+        "created_at": at,
+        "artifact_root": facts.get("artifact_root"),
+        "artifact_key": key,
+        "uploaded_at": at if facts.get("uploaded", False) and key else None,
+    }
 
 
 def add_checkpoint(conn: Connection, row: dict[str, Any]) -> CheckpointRecord:

@@ -26,7 +26,7 @@ from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
 from tracker.records import RankedRun, RunRecord, SummaryRecord, json_float
 from tracker.since import parse_since as parse_moment
-from tracker.store.queries import SORT_COLUMNS, BatchSource, ListOrder, RunFilter
+from tracker.store.queries import SORT_COLUMNS, ListOrder, RunFilter, SeriesSource, all_rows
 from tracker.store.run_store import Store
 from tracker.ui import series as ser
 from tracker.values import plain
@@ -307,6 +307,7 @@ def series_data(store: Store, ref: str, query: SeriesQuery) -> dict[str, Any]:
     run, rows = store.metric_series(
         ref,
         query.keys,
+        all_rows,
         batches=query.batches,
         after_epoch=query.after_epoch,
         epochs=query.epochs(),
@@ -331,7 +332,7 @@ def _batch_series_data(
     """A downsampled batch-level series, read from the store's block summaries (every point
     only where the range holds no more than `max_points`)."""
 
-    def read(run: RunRecord, source: BatchSource) -> dict[str, Any]:
+    def read(run: RunRecord, source: SeriesSource) -> dict[str, Any]:
         return ser.build_from_blocks(
             source,
             steps_per_epoch=_steps_per_epoch(run),
@@ -340,8 +341,8 @@ def _batch_series_data(
             x_max=query.x_max,
         ).to_json()
 
-    run, out = store.batch_series(
-        ref, query.keys, read, after_epoch=query.after_epoch, epochs=query.epochs()
+    run, out = store.metric_series(
+        ref, query.keys, read, batches=True, after_epoch=query.after_epoch, epochs=query.epochs()
     )
     return {"run_id": run.id, "batches": True, "series": out}
 
