@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tracker import views
 from tracker.cli.options import (
     agg_option,
     confirm,
@@ -19,6 +18,7 @@ from tracker.cli.options import (
     progress_bar,
     since_option,
 )
+from tracker.present import views
 
 if TYPE_CHECKING:
     from tracker.store.run_store import Store

@@ -1,5 +1,5 @@
-"""The JSON API under /api: the CLI's JSON, built by the same functions (`tracker.views`,
-`tracker.comparison`), so a script gets from the server exactly what `--format json` prints.
+"""The JSON API under /api: the CLI's JSON, built by the same functions (`tracker.present.views`,
+`tracker.present.comparison`), so a script gets from the server exactly what `--format json` prints.
 
 Every handler is a plain function: Starlette runs it in a thread, where the store's blocking
 calls belong. Query parameters are parsed here and reach SQL only as bound values; a bad one is
@@ -21,9 +21,10 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker import artifacts, comparison, views
+from tracker import artifacts
 from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
+from tracker.present import comparison, views
 from tracker.records import RankedRun, RunRecord, SummaryRecord, json_float
 from tracker.since import parse_since as parse_moment
 from tracker.store.queries import SORT_COLUMNS, ListOrder, RunFilter, SeriesSource, all_rows
