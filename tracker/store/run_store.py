@@ -1,9 +1,11 @@
-"""The run store: the only place that opens connections and transactions.
+"""The run store's public surface: `Store`, one method per question the CLI, the web UI and
+scripts ask and one per event the callback reports, each one short transaction.
 
-One public method is one short transaction (`with self._write() as conn` / `self._read()`);
-helpers in `queries` and `writes` take the connection as an argument. Nothing here keeps a
-transaction open between calls, so a training process writing an epoch never blocks `tracker runs
-list` in another shell.
+Transactions are opened by `tracker.store.transactions` (every write through `Store._write_tx`,
+which retries while SQLite reports a lock); the statements live in `queries` (reads), `writes`
+(metric points) and `run_writes` (a run's own rows) and take the connection as an argument.
+Nothing here keeps a transaction open between calls, so a training process writing an epoch
+never blocks `tracker runs list` in another shell.
 
 Statements are SQLAlchemy Core on the tables of `tracker.store.tables`. The ORM
 (`tracker.store.models`) is imported only when runs move between stores (`import_runs`,
