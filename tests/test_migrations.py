@@ -16,8 +16,8 @@ from tracker.errors import SchemaOutOfDate, SchemaTooNew
 from tracker.store.db import make_engine
 from tracker.store.migrate import downgrade, script_heads, script_revisions, upgrade
 from tracker.store.models import Base
-from tracker.store.queries import all_rows
 from tracker.store.revisions import HEAD, KNOWN_REVISIONS, current_revision
+from tracker.store.series_reads import all_rows
 
 from .helpers import seed_run
 

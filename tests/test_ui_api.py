@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from tracker import Store, open_store
 from tracker.records import MetricPoint
-from tracker.store.queries import all_rows
+from tracker.store.series_reads import all_rows
 from tracker.ui import series as ser
 from tracker.ui.app import create_app, open_read_only, read_only_url
 

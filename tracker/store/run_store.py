@@ -2,8 +2,9 @@
 scripts ask and one per event the callback reports, each one short transaction.
 
 Transactions are opened by `tracker.store.transactions` (every write through `Store._write_tx`,
-which retries while SQLite reports a lock); the statements live in `queries` (reads), `writes`
-(metric points) and `run_writes` (a run's own rows) and take the connection as an argument.
+which retries while SQLite reports a lock). The statements take the connection as an argument:
+`queries` (a run's facts), `listing` (listing and ranking runs), `series_reads` (chart series),
+`writes` (metric points) and `run_writes` (a run's own rows).
 Nothing here keeps a transaction open between calls, so a training process writing an epoch
 never blocks `tracker runs list` in another shell.
 
@@ -35,9 +36,9 @@ from tracker.records import (
     RunRecord,
     SummaryRecord,
 )
-from tracker.store import queries, run_writes, writes
+from tracker.store import listing, queries, run_writes, series_reads, writes
 from tracker.store.db import SQLITE_BUSY_TIMEOUT_S, make_engine
-from tracker.store.queries import ListOrder, RunFilter, RunsPage
+from tracker.store.listing import ListOrder, RunFilter, RunsPage
 from tracker.store.revisions import check_schema
 from tracker.store.transactions import Transactions
 
@@ -324,7 +325,7 @@ class Store:
     ) -> list[RankedRun]:
         """Runs newest first (or by `sort`), each with its best (or last) value of a metric.
 
-        The filters are `queries.RunFilter`'s, the order `queries.ListOrder`'s; `limit` and
+        The filters are `listing.RunFilter`'s, the order `listing.ListOrder`'s; `limit` and
         `offset` page. With `check`, a `metric` or `sort` that no run recorded raises
         `MetricNotFound` (naming the metrics that exist) instead of showing an empty column.
         """
@@ -332,8 +333,8 @@ class Store:
         order = ListOrder(metric, sort, agg, mode, order_by, descending)
         with self._read() as conn:
             if check:
-                queries.require_listed(conn, [sort, metric])
-            return queries.list_runs(conn, utcnow(), f, order, limit=limit, offset=offset)
+                listing.require_listed(conn, [sort, metric])
+            return listing.list_runs(conn, utcnow(), f, order, limit=limit, offset=offset)
 
     def best_runs(
         self,
@@ -346,7 +347,7 @@ class Store:
     ) -> list[RankedRun]:
         """Runs ranked by `metric`: best epoch of each run (`agg="best"`) or its last value."""
         with self._read() as conn:
-            return queries.best_runs(
+            return listing.best_runs(
                 conn, utcnow(), metric, mode=mode, agg=agg, experiment=experiment, top=top
             )
 
@@ -438,13 +439,13 @@ class Store:
         one transaction without any metric history."""
         with self._read() as conn:
             now = utcnow()
-            return queries.runs_page(conn, now, filters, order, metrics, limit=limit, offset=offset)
+            return listing.runs_page(conn, now, filters, order, metrics, limit=limit, offset=offset)
 
     def metric_series(
         self,
         ref: str,
         keys: Sequence[str] | None,
-        read: Callable[[RunRecord, queries.SeriesSource], T],
+        read: Callable[[RunRecord, series_reads.SeriesSource], T],
         *,
         batches: bool,
         after_epoch: int | None = None,
@@ -452,7 +453,7 @@ class Store:
     ) -> tuple[RunRecord, dict[str, T]]:
         """The run `ref` names and, per key (every key at that level when `keys` is empty),
         what `read` makes of its series after `after_epoch` and within `epochs`: all its
-        `(epoch, step, value)` rows (`queries.all_rows`), or at batch level its block summaries
+        `(epoch, step, value)` rows (`series_reads.all_rows`), or at batch level its block summaries
         and the points of a few spans (a chart of a million points never needs them all).
         Read in one snapshot: blocks and points agree while a run writes.
 
@@ -462,7 +463,7 @@ class Store:
         with self._read(snapshot=True) as conn:
             run, keys = queries.run_and_keys(conn, ref, utcnow(), keys, batches=batches)
             source = partial(
-                queries.SeriesSource,
+                series_reads.SeriesSource,
                 conn,
                 run.id,
                 batches=batches,

@@ -27,8 +27,9 @@ from tracker.modes import infer_mode
 from tracker.present import comparison, views
 from tracker.records import RankedRun, RunRecord, SummaryRecord, json_float
 from tracker.since import parse_since as parse_moment
-from tracker.store.queries import SORT_COLUMNS, ListOrder, RunFilter, SeriesSource, all_rows
+from tracker.store.listing import SORT_COLUMNS, ListOrder, RunFilter
 from tracker.store.run_store import Store
+from tracker.store.series_reads import SeriesSource, all_rows
 from tracker.ui import series as ser
 from tracker.values import plain
 
