@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import pytest
 
 from tracker import checkpoint_files
@@ -14,6 +13,8 @@ from .conftest import IN_CI
 from .keras_helpers import data, fit, model, tensorflow_only
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
+import numpy as np  # noqa: E402 - after Keras, which needs it: keras-free runs skip this module
+
 from tracker import TrackingCallback, restore_weights  # noqa: E402
 
 pytestmark = pytest.mark.keras
