@@ -320,7 +320,7 @@ def numpy_values(np) -> tuple[dict, dict]:
     return given, stored
 
 
-def early_stopping_config() -> tuple[dict, dict]:
+def early_stopping_config(np) -> tuple[dict, dict]:
     given = {
         "EarlyStopping": {
             "patience": np.int64(3),
@@ -344,7 +344,7 @@ def early_stopping_config() -> tuple[dict, dict]:
 
 def test_numpy_values_are_stored_as_plain_json(db_url, store: Store, np):
     given, stored = numpy_values(np)
-    fit_given, fit_stored = early_stopping_config()
+    fit_given, fit_stored = early_stopping_config(np)
     run = store.create_run(
         params=given,
         tags={"seed": np.int64(7), "good": np.bool_(False), "obj": Opaque(), "t": ("a", 1)},
@@ -381,7 +381,7 @@ def test_numpy_params_match_param_filters(db_url, store: Store, np):
 
 def test_numpy_values_after_the_start_are_plain_too(db_url, store: Store, np):
     given, stored = numpy_values(np)
-    fit_given, fit_stored = early_stopping_config()
+    fit_given, fit_stored = early_stopping_config(np)
     run_id = store.create_run().id
     store.update_run(
         run_id,
@@ -410,7 +410,7 @@ def test_imported_runs_are_stored_plain(store: Store, np):
     from tracker.store.transfer import RunBundle
 
     given, stored = numpy_values(np)
-    fit_given, fit_stored = early_stopping_config()
+    fit_given, fit_stored = early_stopping_config(np)
     base = store.get_run(store.create_run(experiment="imp").id)
     store.delete_runs([base.id])
     record = replace(
