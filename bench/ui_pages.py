@@ -81,7 +81,7 @@ def measure_tracker(url: str, n_runs: int, repeat: int, epochs: int, steps: int)
     t = time.perf_counter()
     with open_store(url) as store:
         build(store, n_runs, epochs, steps)
-        big = store.resolve_run("million")
+        big = store.get_run("million").id
         for e in range(epochs):  # its epochs too: the page lists the keys from the summaries
             store.log_epoch(big, e, {"loss": 1 / (1 + e)})
         settle(store)  # build's VACUUM ANALYZE (PostgreSQL) again, these epochs included

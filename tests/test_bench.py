@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["epoch_write", "fit_overhead", "ingest", "queries", "growth", "ui_api"]
+# epoch_write and fit_overhead drive the Keras callback: they need Keras, as its tests do.
+BENCHMARKS = [
+    pytest.param("epoch_write", marks=pytest.mark.keras),
+    pytest.param("fit_overhead", marks=pytest.mark.keras),
+    "ingest",
+    "queries",
+    "growth",
+    "ui_api",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +59,7 @@ def test_benchmark_runs_at_tiny_size(tmp_path, name):
     assert "# Benchmarks" in (tmp_path / "RESULTS.md").read_text()
 
 
+@pytest.mark.keras  # epoch_write among them
 def test_benchmarks_run_on_postgresql(tmp_path, pg_server):
     # pg_server proves (or skips) that the machine can start a cluster; run.py starts its own.
     results = run_bench(tmp_path, "--postgres", "--only", "epoch_write,ingest,queries")
@@ -60,6 +69,7 @@ def test_benchmarks_run_on_postgresql(tmp_path, pg_server):
     assert results["machine"]["postgresql"]
 
 
+@pytest.mark.keras  # fit_latency runs real fits
 def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server):
     skipped = run_bench(tmp_path / "sqlite", "--only", "remote_db")
     assert skipped["benchmarks"] == {}  # PostgreSQL only: nothing without --postgres
