@@ -225,7 +225,8 @@ def ui_store(a: argparse.Namespace) -> dict[str, Any]:
     the experiment made by MLflow, then runs, their name tag, params and each metric's latest
     value (what MLflow's runs table reads) inserted in bulk into MLflow's own tables, with that
     value as the metric's one history row (not 100 epochs: 20,000,000 rows would take hours
-    through MLflow's API)."""
+    through MLflow's API). On PostgreSQL the database is then `VACUUM ANALYZE`d, as autovacuum
+    does soon after a large insert and as bench/ui_api.py's `settle` does tracker's store."""
     from common import ui_runs
     from mlflow.store.tracking.dbmodels import models
     from sqlalchemy import create_engine, insert
@@ -274,6 +275,9 @@ def ui_store(a: argparse.Namespace) -> dict[str, Any]:
         c.execute(insert(models.SqlParam.__table__), params)
         c.execute(insert(models.SqlLatestMetric.__table__), latest)
         c.execute(insert(models.SqlMetric.__table__), latest)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.exec_driver_sql("VACUUM ANALYZE")
     engine.dispose()
     return {
         "experiment_id": exp_id,

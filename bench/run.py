@@ -42,7 +42,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "growth": ("queries", "growth", "sqlite"),
     "remote_db": ("remote_db", "run", "postgresql"),  # skipped without --postgres
     "ui_api": ("ui_api", "run", "both"),
-    "ui_pages": ("ui_pages", "run", "sqlite"),
+    "ui_pages": ("ui_pages", "run", "both"),
     "ui_charts": ("ui_charts", "run", "sqlite"),
 }
 

@@ -2,7 +2,8 @@
 summaries and params, plus a run with 1,000,000 batch points of `loss`): the runs page's first
 render (issue 13's target: <= 1 s) and the big run's page with its batch series drawn; next to
 it, the MLflow UI's runs page on an MLflow store holding the same runs (`ui_pages` of
-bench/run.py; MLflow from bench/.venv-mlflow).
+bench/run.py, on SQLite and, with --postgres, on PostgreSQL: MLflow's store then in its own
+database of the same cluster; MLflow from bench/.venv-mlflow).
 
 Read from the browser's own timeline (Navigation and Paint Timing): first contentful paint and
 the load event of the runs page; for the run page, navigation to `#charts[data-state=ready]`
@@ -30,7 +31,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
-from ui_api import build  # noqa: E402
+from ui_api import build, settle  # noqa: E402
 
 from tests.ui_browser import CHROMIUM, Server  # noqa: E402
 from tracker import open_store  # noqa: E402
@@ -80,9 +81,10 @@ def measure_tracker(url: str, n_runs: int, repeat: int, epochs: int, steps: int)
     t = time.perf_counter()
     with open_store(url) as store:
         build(store, n_runs, epochs, steps)
-        big = store.resolve_run("million")
+        big = store.get_run("million").id
         for e in range(epochs):  # its epochs too: the page lists the keys from the summaries
             store.log_epoch(big, e, {"loss": 1 / (1 + e)})
+        settle(store)  # build's VACUUM ANALYZE (PostgreSQL) again, these epochs included
     out: dict[str, Any] = {"runs": n_runs, "batch_points": epochs * steps}
     out["build_s"] = time.perf_counter() - t
     newest = f"bench-{n_runs - 1:06d}"  # the "million" run is newer: it is the first row
@@ -119,10 +121,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure_mlflow(mlflow: Any, workdir: Path, n_runs: int, repeat: int) -> dict[str, Any]:
-    """MLflow's own server and UI (`mlflow server`) on a SQLite store of the same runs, made by
-    mlflow_driver.py's `ui_store`; its runs page opened as a user opens it."""
-    uri = f"sqlite:///{workdir}/mlflow-ui.db"
+def measure_mlflow(
+    mlflow: Any, workdir: Path, n_runs: int, repeat: int, uri: str | None = None
+) -> dict[str, Any]:
+    """MLflow's own server and UI (`mlflow server`) on a store of the same runs at `uri` (an
+    empty database; a SQLite file in `workdir` by default), made by mlflow_driver.py's
+    `ui_store` (which VACUUM ANALYZEs it on PostgreSQL, as `ui_api.settle` does ours); its runs
+    page opened as a user opens it."""
+    uri = uri or f"sqlite:///{workdir}/mlflow-ui.db"
     made = mlflow.call("ui_store", cwd=workdir, uri=uri, runs=n_runs)
     port = _free_port()
     cli = mlflow.path / "bin" / "mlflow"
@@ -149,7 +155,8 @@ def measure_mlflow(mlflow: Any, workdir: Path, n_runs: int, repeat: int) -> dict
         proc.terminate()
         proc.wait(30)
         log.close()
-    return {**made, "runs_page": medians(samples)}
+    store = uri.split(":", 1)[0]  # the URL's scheme only: it may hold a password
+    return {**made, "store": store, "runs_page": medians(samples)}
 
 
 def _wait_for(url: str, proc: subprocess.Popen, seconds: float) -> None:
@@ -167,15 +174,21 @@ def _wait_for(url: str, proc: subprocess.Popen, seconds: float) -> None:
 
 
 def run(ctx: Any, backend: str) -> dict[str, Any]:
-    """bench/run.py's entry (SQLite only)."""
+    """bench/run.py's entry: both UIs on new databases of `backend` (on PostgreSQL, two
+    databases of the same throwaway cluster, one for each tool)."""
     size = ctx.size
-    url = ctx.new_db(backend, "ui-pages")
+    url = ctx.new_db(backend, "ui_pages")
     out = measure_tracker(
         url, size.ui_runs, size.ui_browser_reps, size.ui_batch_epochs, size.ui_batch_steps
     )
     if ctx.mlflow:
+        mlflow_url = ctx.new_db(backend, "mlflow_ui") if backend == "postgresql" else None
         out["mlflow"] = measure_mlflow(
-            ctx.mlflow, ctx.scratch("mlflow-ui"), size.mlflow_ui_runs, size.ui_browser_reps
+            ctx.mlflow,
+            ctx.scratch(f"mlflow-ui-{backend}"),
+            size.mlflow_ui_runs,
+            size.ui_browser_reps,
+            mlflow_url,
         )
     return out
 

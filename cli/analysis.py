@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tracker import comparison, views
 from tracker.cli.options import agg_option, emit, format_option, mode_option, pass_store
+from tracker.cli.plot import plot as draw
+from tracker.present import comparison, views
 
 if TYPE_CHECKING:
     from tracker.store.run_store import Store
@@ -81,12 +82,12 @@ def compare(
     """
     if len(runs) < 2:
         raise click.UsageError("compare needs at least two runs")
-    details = store.run_details(runs, metrics or None)
+    details = store.run_details(runs, keys=metrics or None)
     if len(details) < 2:
         raise click.UsageError("these all name the same run: give at least two different runs")
     chosen = list(metrics) or comparison.default_metrics(details)
     if plot is not None:
-        written = comparison.plot(details, chosen, plot)
+        written = draw(details, chosen, plot)
         click.echo(f"Wrote {written}", err=True)
     sparklines = plot is None and fmt == "table"
     emit(comparison.compare(details, chosen, all_params=all_params, sparklines=sparklines), fmt)

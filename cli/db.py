@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from tracker import views
 from tracker.cli.options import App, confirm, emit, format_option, pass_app
+from tracker.present import views
 
 
 @click.group()

@@ -15,7 +15,7 @@ import click
 from tracker import since
 from tracker.config import mask_url, resolve_url
 from tracker.modes import MODES
-from tracker.output import FORMATS, View, render
+from tracker.present.output import FORMATS, View, render
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tracker import views
 from tracker.artifacts import copy_out
 from tracker.cli.options import pass_store, progress_bar
+from tracker.present import views
 
 if TYPE_CHECKING:
     from tracker.store.run_store import Store

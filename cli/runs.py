@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tracker import views
 from tracker.cli.options import (
     agg_option,
     confirm,
@@ -19,6 +18,7 @@ from tracker.cli.options import (
     progress_bar,
     since_option,
 )
+from tracker.present import views
 
 if TYPE_CHECKING:
     from tracker.store.run_store import Store
@@ -101,7 +101,7 @@ def runs_list(
       tracker runs list --sort val_accuracy --limit 10 --format json
       tracker runs list --env backend=jax
     """
-    ranked = store.list_runs_checked(
+    ranked = store.list_runs(
         experiment=experiment,
         status=status,
         tags=tags,
@@ -113,6 +113,7 @@ def runs_list(
         sort=sort,
         agg=agg,
         mode=mode,
+        check=True,
     )
     emit(views.runs_list(ranked), fmt)
 
@@ -140,7 +141,7 @@ def runs_show(store: Store, run: str, fmt: str) -> None:
     """
     from tracker.artifacts import checkpoint_places
 
-    detail = store.run_detail(run)
+    [detail] = store.run_details([run])
     emit(views.run_show(detail, checkpoint_places(detail.checkpoints)), fmt)
 
 
@@ -161,7 +162,7 @@ def runs_delete(store: Store, refs: tuple[str, ...], yes: bool) -> None:
     """
     from tracker import uploads
 
-    found = store.get_runs(refs)
+    found = [d.run for d in store.run_details(refs, history=False)]
     roots = uploads.run_roots(store, [r.id for r in found])
     also = f" and their files in {views.store_names(roots)}" if roots else ""
     confirm(f"Delete {views.run_names(found)}{also}?", yes)

@@ -12,6 +12,7 @@ from tracker.cli.options import App, pass_app
 if TYPE_CHECKING:
     from tracker.store.run_store import Store
     from tracker.store.transfer import ImportResult
+    from tracker.uploads import UploadReport
 
 
 @click.command()
@@ -40,9 +41,9 @@ def sync(app: App, spool: Path | None, prune: bool, to_all: bool) -> None:
     what is missing. SPOOL defaults to $TRACKER_SPOOL, else ~/.cache/tracker/spool.db. Read a
     spool directly with `tracker --db sqlite:///SPOOL runs list`.
 
-    Without --all it then finishes the checkpoint uploads to the artifact store that a run of
-    the database left unfinished (its process was killed), from the files still intact on this
-    machine.
+    It then finishes the checkpoint uploads to the artifact store that runs of each database
+    it pushed into left unfinished (their process was killed), from the files still intact on
+    this machine.
 
     \b
     Examples:
@@ -54,9 +55,15 @@ def sync(app: App, spool: Path | None, prune: bool, to_all: bool) -> None:
 
     path = spool or spool_mod.default_spool_path()
     if to_all:
-        done = spool_mod.sync_all(path, app.url, prune=prune)
-        for url, result in done.pushed:
+        from tracker.uploads import finish_uploads
+
+        uploads: list[UploadReport] = []
+        done = spool_mod.sync_all(
+            path, app.url, prune=prune, then=lambda db: uploads.append(finish_uploads(db))
+        )
+        for (url, result), finished in zip(done.pushed, uploads, strict=True):
             click.echo(_synced(path, url, result))
+            _say_uploads(finished)
         for group, reason in done.unreached:
             click.echo(
                 f"could not reach {group.url} ({reason}): {len(group.run_ids)} runs stay in "
@@ -85,7 +92,10 @@ def _finish_uploads(store: Store) -> None:
     killed, or the store was away), finished from the files still intact on this machine."""
     from tracker.uploads import finish_uploads
 
-    uploads = finish_uploads(store)
+    _say_uploads(finish_uploads(store))
+
+
+def _say_uploads(uploads: UploadReport) -> None:
     if uploads.uploaded or uploads.problems:
         click.echo(f"finished {uploads.uploaded} pending checkpoint upload(s)")
     for problem in uploads.problems:

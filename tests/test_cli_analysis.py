@@ -194,7 +194,14 @@ def test_compare_csv_one_row_per_run(db_url, store: Store):
     assert rows[1]["val_loss:last"] == "NaN"
 
 
+def _matplotlib():
+    """The `plot` extra (it needs numpy): in the dev install; `-m "not keras"` also runs
+    without numpy (scripts/test), where these tests are skipped, named as such."""
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+
+
 def test_compare_plot(db_url, store: Store, tmp_path):
+    _matplotlib()
     seed_three(store)
     target = tmp_path / "curves.png"
     result = run(db_url, "compare", "run-a", "run-b", "run-c", "--plot", str(target))
@@ -207,7 +214,8 @@ def test_compare_plot(db_url, store: Store, tmp_path):
     assert as_json.exit_code == 0
 
 
-def test_compare_plot_errors(db_url, store: Store, tmp_path, monkeypatch):
+def test_compare_plot_errors(db_url, store: Store, tmp_path):
+    _matplotlib()
     seed_three(store)
     missing_dir = tmp_path / "nope" / "c.png"
     err = fails(db_url, "compare", "run-a", "run-b", "--plot", str(missing_dir))
@@ -215,6 +223,12 @@ def test_compare_plot_errors(db_url, store: Store, tmp_path, monkeypatch):
     assert "use one of" in fails(
         db_url, "compare", "run-a", "run-b", "--plot", str(tmp_path / "c.xyz")
     )
+
+
+def test_compare_plot_without_matplotlib_says_how_to_get_it(
+    db_url, store: Store, tmp_path, monkeypatch
+):
+    seed_three(store)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     err = fails(db_url, "compare", "run-a", "run-b", "--plot", str(tmp_path / "c.png"))
     assert "pip install 'tracker[plot]'" in err

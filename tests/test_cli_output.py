@@ -10,7 +10,7 @@ import click
 import pytest
 
 from tracker.cli.options import parse_since, split_kv
-from tracker.output import (
+from tracker.present.output import (
     SPARK_BARS,
     SPARK_GAP,
     Table,

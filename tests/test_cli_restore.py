@@ -247,7 +247,7 @@ def test_default_restore_of_a_metric_of_unknown_direction(db_url, store: Store, 
     assert run(db_url, "restore", "scored", "--to", str(to)).exit_code == 0
     assert to.read_bytes() == b"epoch 1"  # the newest save ModelCheckpoint called a best
     seed_run(store, {"score": [1.0]}, name="unsaved")
-    checkpoint_file(store, store.resolve_run("unsaved"), tmp_path / "u.weights.h5", b"u", epoch=0)
+    checkpoint_file(store, store.get_run("unsaved").id, tmp_path / "u.weights.h5", b"u", epoch=0)
     err = fails(db_url, "restore", "unsaved", "--metric", "score", "--to", str(tmp_path / "u.h5"))
     assert "cannot tell whether 'score' is better high or low" in err and "--epoch N" in err
 

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 
-from tracker.training import environment
 from tracker.training.environment import _git_state_by_parts, collect_environment, git_state
 
 from .conftest import IN_CI
@@ -44,10 +43,14 @@ def _commit(repo, name="a.txt", text="a"):
 def test_outside_a_repository_no_git_process_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("GIT_DIR", raising=False)
     monkeypatch.delenv("GIT_WORK_TREE", raising=False)
-    if environment._maybe_in_repository(str(tmp_path)) and not IN_CI:
+    inside = subprocess.run(["git", "-C", str(tmp_path), "rev-parse"], capture_output=True)
+    if inside.returncode == 0 and not IN_CI:
         pytest.skip("the temporary folder lies inside a git repository")
     calls = []
-    monkeypatch.setattr(environment, "_git", lambda *a, **k: calls.append(a))
+    run = subprocess.run
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or run(cmd, *a, **k)
+    )
     assert git_state(str(tmp_path)) == {} and calls == []
 
 

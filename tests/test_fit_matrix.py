@@ -10,7 +10,6 @@ import math
 import signal
 import threading
 
-import numpy as np
 import pytest
 
 from tracker import checkpoint_files
@@ -19,6 +18,8 @@ from .conftest import IN_CI
 from .keras_helpers import backend, data, fit, model, steps_per_execution_above_1, tensorflow_only
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
+import numpy as np  # noqa: E402 - after Keras, which needs it: keras-free runs skip this module
+
 tf = __import__("tensorflow") if backend() == "tensorflow" else None
 from tracker import TrackingCallback, restore_weights  # noqa: E402
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     ("tracker.cli", "tracker.ui"),
     ("tracker.training",),
-    ("tracker.views", "tracker.comparison", "tracker.output"),
+    ("tracker.present",),
     ("tracker.restore", "tracker.uploads", "tracker.artifacts"),
     ("tracker.store",),
 ]
@@ -130,3 +130,51 @@ def test_the_library_does_not_import_the_cli():
     for name, imported in graph.items():
         if not name.startswith("tracker.cli"):
             assert not {m for m in imported if m.startswith("tracker.cli")}, name
+
+
+# What reads files, the database or the network: a view builder is handed what they found.
+_IO_MODULES = {
+    "tracker.artifacts",
+    "tracker.checkpoint_files",
+    "tracker.uploads",
+    "tracker.restore",
+    "tracker.store.run_store",
+    "tracker.store.queries",
+    "tracker.store.transactions",
+    "tracker.store.db",
+    "sqlalchemy",
+    "fsspec",
+    "hashlib",
+}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Modules `path` imports when it runs (annotation-only imports under `TYPE_CHECKING` left
+    out), anywhere in the file."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return found
+
+
+def test_presentation_only_shapes_data():
+    """`tracker.present` builds what the CLI and the UI show from records it is handed: it
+    reads no file (a checkpoint's state is found by the caller), no database, no network."""
+    paths = sorted((ROOT / "tracker" / "present").glob("*.py"))
+    assert len(paths) >= 4
+    for path in paths:
+        io = {m for m in _runtime_imports(path) if m in _IO_MODULES}
+        assert io == set(), f"{path.name} imports {sorted(io)}"
+        assert "open(" not in path.read_text(), path.name

@@ -17,6 +17,7 @@ from tracker.store.db import make_engine
 from tracker.store.migrate import downgrade, script_heads, script_revisions, upgrade
 from tracker.store.models import Base
 from tracker.store.revisions import HEAD, KNOWN_REVISIONS, current_revision
+from tracker.store.series_reads import all_rows
 
 from .helpers import seed_run
 
@@ -142,18 +143,19 @@ def _assert_batch_blocks_backfilled(store, run_id):
     from tests.data.make_schema_db import BATCHES
     from tracker.ui import series as ser
 
-    rows = store.metric_series(run_id, ["loss"], batches=True)[1]["loss"]
+    rows = store.metric_series(run_id, ["loss"], all_rows, batches=True)[1]["loss"]
     assert [(e, s, v) for e, s, v in rows] == BATCHES
     with store.engine.connect() as conn:
         blocks = conn.exec_driver_sql("SELECT epoch, block, count FROM batch_blocks").all()
     assert sorted(blocks) == [(e, b, 64 if b < 2 else 22) for e in range(2) for b in range(3)]
     for max_points, x_min, x_max in [(12, None, None), (30, 0.3, 1.9), (3, None, None)]:
-        _, got = store.batch_series(
+        _, got = store.metric_series(
             run_id,
             ["loss"],
             lambda run, src, n=max_points, lo=x_min, hi=x_max: ser.build_from_blocks(
                 src, steps_per_epoch=None, max_points=n, x_min=lo, x_max=hi
             ),
+            batches=True,
         )
         want = ser.build(
             rows,

@@ -8,8 +8,6 @@ import uuid
 import warnings
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from tracker import open_store
@@ -21,6 +19,8 @@ from .latency import behind_proxy
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
 from tracker import TrackingCallback  # noqa: E402
+
+pytestmark = pytest.mark.keras
 
 
 class CutAt(keras.callbacks.Callback):
@@ -165,35 +165,6 @@ def test_hostile_log_values_are_stored_or_skipped_never_raised(store, tmp_path):
     assert values["väl'; DROP TABLE runs; --"] == 1.0 and values["k" * 300] == 2.0
     assert "vector" not in values and "text" not in values
     assert [p.value for p in store.metric_history(run.id, ["loss"])] == [0.5, 0.25]
-
-
-keys = st.text(min_size=1, max_size=80).filter(lambda k: "\x00" not in k)
-values = st.floats(allow_nan=True, allow_infinity=True, width=64)
-
-
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    history=st.dictionaries(keys, st.lists(values, min_size=1, max_size=5), min_size=1, max_size=4)
-)
-def test_any_metric_name_and_value_round_trips(store, history):
-    run = store.create_run(experiment="prop")
-    epochs = max(len(v) for v in history.values())
-    for e in range(epochs):
-        store.log_epoch(run.id, e, {k: v[e] for k, v in history.items() if e < len(v)})
-    got: dict[str, list[float]] = {}
-    for p in store.metric_history(run.id):
-        got.setdefault(p.key, []).append(p.value)
-    assert set(got) == set(history)
-    for key, expected in history.items():
-        assert len(got[key]) == len(expected)
-        for a, b in zip(got[key], expected, strict=True):
-            assert (math.isnan(a) and math.isnan(b)) or a == b
-        summary = store.summaries(run.id)[key]
-        finite = [v for v in expected if math.isfinite(v)]
-        assert summary.min_value == (min(finite) if finite else None)
-        assert summary.max_value == (max(finite) if finite else None)
 
 
 class BatchCounter(keras.callbacks.Callback):

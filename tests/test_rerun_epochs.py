@@ -79,7 +79,7 @@ def test_rerun_replaces_the_epochs_from_k_everywhere(db_url, store: Store):
         (last,) = store.best_runs(key, mode=mode, agg="last")
         assert (last.value, last.epoch) == (timeline[key][-1], epochs - 1)
 
-    detail = store.run_detail(run_id)
+    [detail] = store.run_details([run_id])
     assert detail.run.epochs_done == epochs
     for key, values in timeline.items():
         points = [p for p in detail.history if p.key == key]

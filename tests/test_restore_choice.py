@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 
 from .cli_support import fails, run
@@ -13,6 +12,8 @@ from .conftest import IN_CI
 from .keras_helpers import data, fit, model, steps_per_execution_above_1
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
+import numpy as np  # noqa: E402 - after Keras, which needs it: keras-free runs skip this module
+
 from tracker import TrackingCallback, restore_weights  # noqa: E402
 
 pytestmark = pytest.mark.keras

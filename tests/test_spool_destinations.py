@@ -432,3 +432,71 @@ def test_a_sync_killed_half_way_completes_when_run_again(db_url, tmp_path):
     assert landed == RUNS_IN_SPOOL and set(points) == set(ids)
     assert set(points.values()) == {POINTS_PER_RUN}  # no point twice
     assert _run_ids(f"sqlite:///{spool}") == set()
+
+
+def test_sync_all_finishes_the_uploads_a_spooled_run_left_pending(tmp_path):
+    """A run spooled with a checkpoint upload still pending (its process was killed): `--all`
+    pushes it into its own database, then finishes the upload from the file still here."""
+    from tracker.checkpoint_files import file_digest
+
+    spool, a_db, folder = tmp_path / "spool.db", tmp_path / "a.db", tmp_path / "artifacts"
+    run_id = spool_while_locked(a_db, spool)
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(os.urandom(4096))
+    size, sha = file_digest(weights)
+    with open_store(f"sqlite:///{spool}") as s:
+        s.add_checkpoint(
+            run_id,
+            path=str(weights),
+            kind="weights",
+            source="ModelCheckpoint",
+            size=size,
+            sha256=sha,
+            epoch=EPOCHS - 1,
+            artifact_root=str(folder),
+            artifact_key=f"{run_id}/{sha}/w.weights.h5",
+        )
+
+    done = run(f"sqlite:///{tmp_path}/given.db", "sync", str(spool), "--all")
+    assert done.exit_code == 0, done.stderr
+    a_line, finished = done.stdout.splitlines()[1:]
+    assert a_line.startswith(f"synced {spool} into sqlite:///{a_db}: ")
+    assert "1 checkpoints added" in a_line
+    assert finished == "finished 1 pending checkpoint upload(s)"
+    with open_store(f"sqlite:///{a_db}") as s:
+        (ck,) = s.checkpoints(run_id)
+        assert s.pending_uploads() == []
+    assert ck.uploaded_at is not None
+    assert file_digest(folder / ck.artifact_key) == (size, sha)
+
+
+def test_the_command_the_spool_warning_names_pushes_the_run_home(tmp_path):
+    """Run from another folder, with no database configured, the command the warning gives
+    still takes the run to the database it was meant for."""
+    target_dir = tmp_path / "away"
+    target = f"sqlite:///{target_dir}/team.db"
+    spool = tmp_path / "spool dir" / "spool.db"
+    recorder = RunRecorder(target, spool_path=spool, retry_delays=(0.01,))
+    run_id = uuid.uuid4().hex
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recorder.call(Store.create_run, run_id=run_id, experiment="spooled", name="away")
+        for epoch in range(EPOCHS):
+            recorder.call(Store.log_epoch, run_id, epoch, {"loss": 1.0 / (epoch + 1)})
+        recorder.call(Store.finish_run, run_id, status="finished", stop_reason="completed")
+        assert recorder.spooled_to == spool and recorder.pending == 0
+    recorder.close()
+    (said,) = [str(w.message) for w in caught if "spool file" in str(w.message)]
+    command = said.rsplit("with: ", 1)[1]
+    target_dir.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    argv = shlex.split(command)
+    assert argv[0] == "tracker"
+    done = subprocess.run(
+        [TRACKER, *argv[1:]], capture_output=True, text=True, env=env, cwd=elsewhere, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert _run_ids(target) == {run_id}
+    assert _epochs(target, run_id) == list(range(EPOCHS))

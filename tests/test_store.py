@@ -7,8 +7,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tracker import Store, open_store
 from tracker.errors import AmbiguousRun, MetricNotFound, RunNotFound, TrackerError
@@ -159,15 +160,15 @@ def test_status_running_and_crashed(store: Store):
 
 def test_resolve_run_by_id_prefix_name_latest(store: Store):
     ids = seed_three(store)
-    assert store.resolve_run(ids["a"]) == ids["a"]
-    assert store.resolve_run(ids["a"][:8]) == ids["a"]
-    assert store.resolve_run(ids["a"][:8].upper()) == ids["a"]
-    assert store.resolve_run("run-b") == ids["b"]
-    assert store.resolve_run("latest") == ids["c"]
+    assert store.get_run(ids["a"]).id == ids["a"]
+    assert store.get_run(ids["a"][:8]).id == ids["a"]
+    assert store.get_run(ids["a"][:8].upper()).id == ids["a"]
+    assert store.get_run("run-b").id == ids["b"]
+    assert store.get_run("latest").id == ids["c"]
     with pytest.raises(RunNotFound, match="nope"):
-        store.resolve_run("nope")
+        store.get_run("nope")
     with pytest.raises(RunNotFound):
-        store.resolve_run("'; DROP TABLE runs; --")
+        store.get_run("'; DROP TABLE runs; --")
     assert len(store.list_runs()) == 3
 
 
@@ -175,7 +176,7 @@ def test_ambiguous_name_lists_candidates(store: Store):
     one = seed_run(store, {"loss": [1.0]}, name="same")
     two = seed_run(store, {"loss": [1.0]}, name="same")
     with pytest.raises(AmbiguousRun) as err:
-        store.resolve_run("same")
+        store.get_run("same")
     assert one[:8] in str(err.value) and two[:8] in str(err.value)
 
 
@@ -278,6 +279,13 @@ def test_copy_verified_hashes_while_copying(store: Store, tmp_path):
 # -- values at the store boundary: everything goes through values.plain --------------------------
 
 
+@pytest.fixture
+def np():
+    """numpy, for the tests that hand over numpy values as sweeps do; where it is not installed
+    (`-m "not keras"` runs without it, scripts/test checks) they are skipped, named as such."""
+    return pytest.importorskip("numpy", reason="numpy values need numpy")
+
+
 class Opaque:
     """A user's object with no JSON form: stored as its repr."""
 
@@ -285,7 +293,7 @@ class Opaque:
         return "Opaque(7)"
 
 
-def numpy_values() -> tuple[dict, dict]:
+def numpy_values(np) -> tuple[dict, dict]:
     """Values as users hand them over (numpy, tuples, NaN, an object) and how they are stored."""
     given = {
         "units": np.int64(3),
@@ -312,7 +320,7 @@ def numpy_values() -> tuple[dict, dict]:
     return given, stored
 
 
-def early_stopping_config() -> tuple[dict, dict]:
+def early_stopping_config(np) -> tuple[dict, dict]:
     given = {
         "EarlyStopping": {
             "patience": np.int64(3),
@@ -334,9 +342,9 @@ def early_stopping_config() -> tuple[dict, dict]:
     return given, stored
 
 
-def test_numpy_values_are_stored_as_plain_json(db_url, store: Store):
-    given, stored = numpy_values()
-    fit_given, fit_stored = early_stopping_config()
+def test_numpy_values_are_stored_as_plain_json(db_url, store: Store, np):
+    given, stored = numpy_values(np)
+    fit_given, fit_stored = early_stopping_config(np)
     run = store.create_run(
         params=given,
         tags={"seed": np.int64(7), "good": np.bool_(False), "obj": Opaque(), "t": ("a", 1)},
@@ -360,8 +368,8 @@ def test_numpy_values_are_stored_as_plain_json(db_url, store: Store):
     assert shown["tags"] == got.tags and shown["model"] == got.model
 
 
-def test_numpy_params_match_param_filters(db_url, store: Store):
-    given, _ = numpy_values()
+def test_numpy_params_match_param_filters(db_url, store: Store, np):
+    given, _ = numpy_values(np)
     run_id = store.create_run(params=given).id
     store.create_run(params={"units": np.int64(4), "flag": np.bool_(False), "lr": 0.1})
     for k, v in (("units", "3"), ("flag", "true"), ("kernel", "[[1, 2], [3, 4]]"), ("lr", "NaN")):
@@ -371,9 +379,9 @@ def test_numpy_params_match_param_filters(db_url, store: Store):
     assert rows[0]["params"]["units"] == 3
 
 
-def test_numpy_values_after_the_start_are_plain_too(db_url, store: Store):
-    given, stored = numpy_values()
-    fit_given, fit_stored = early_stopping_config()
+def test_numpy_values_after_the_start_are_plain_too(db_url, store: Store, np):
+    given, stored = numpy_values(np)
+    fit_given, fit_stored = early_stopping_config(np)
     run_id = store.create_run().id
     store.update_run(
         run_id,
@@ -398,11 +406,11 @@ def test_numpy_values_after_the_start_are_plain_too(db_url, store: Store):
     assert store.get_run(run_id).stop_details == {"x": stored}
 
 
-def test_imported_runs_are_stored_plain(store: Store):
+def test_imported_runs_are_stored_plain(store: Store, np):
     from tracker.store.transfer import RunBundle
 
-    given, stored = numpy_values()
-    fit_given, fit_stored = early_stopping_config()
+    given, stored = numpy_values(np)
+    fit_given, fit_stored = early_stopping_config(np)
     base = store.get_run(store.create_run(experiment="imp").id)
     store.delete_runs([base.id])
     record = replace(
@@ -435,3 +443,32 @@ def test_imported_runs_are_stored_plain(store: Store):
     assert got.stop_details == {"best": 0.5, "stopped_epoch": 3}
     assert got.params["units"] == 4 and got.tags["seed"] == "8"
     assert got.fit_params == fit_stored
+
+
+keys = st.text(min_size=1, max_size=80).filter(lambda k: "\x00" not in k)
+values = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    history=st.dictionaries(keys, st.lists(values, min_size=1, max_size=5), min_size=1, max_size=4)
+)
+def test_any_metric_name_and_value_round_trips(store, history):
+    run = store.create_run(experiment="prop")
+    epochs = max(len(v) for v in history.values())
+    for e in range(epochs):
+        store.log_epoch(run.id, e, {k: v[e] for k, v in history.items() if e < len(v)})
+    got: dict[str, list[float]] = {}
+    for p in store.metric_history(run.id):
+        got.setdefault(p.key, []).append(p.value)
+    assert set(got) == set(history)
+    for key, expected in history.items():
+        assert len(got[key]) == len(expected)
+        for a, b in zip(got[key], expected, strict=True):
+            assert (math.isnan(a) and math.isnan(b)) or a == b
+        summary = store.summaries(run.id)[key]
+        finite = [v for v in expected if math.isfinite(v)]
+        assert summary.min_value == (min(finite) if finite else None)
+        assert summary.max_value == (max(finite) if finite else None)

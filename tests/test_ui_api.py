@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from tracker import Store, open_store
 from tracker.records import MetricPoint
+from tracker.store.series_reads import all_rows
 from tracker.ui import series as ser
 from tracker.ui.app import create_app, open_read_only, read_only_url
 
@@ -249,7 +250,7 @@ def test_batch_series_from_blocks_equal_reading_every_point(store, client, steps
     """The block summaries give, bucket by bucket, the very min, max and last points that
     downsampling every raw row gives (served by the API; the reference reads all rows)."""
     run_id = seed_awkward_batches(store, steps_per_epoch)
-    rows = store.metric_series(run_id, ["loss"], batches=True)[1]["loss"]
+    rows = store.metric_series(run_id, ["loss"], all_rows, batches=True)[1]["loss"]
     assert len(rows) == 1451
     url = f"/api/runs/{run_id}/series?key=loss&batches=1"
     cases = [(None, None, 3), (None, None, 30), (None, None, 800), (None, None, 2000)]
@@ -291,7 +292,7 @@ def test_batch_series_of_every_key_when_none_is_named(store, client):
 def test_batch_blocks_follow_discarded_epochs_and_deleted_runs(store, client):
     run_id = seed_awkward_batches(store, None)
     store.discard_epochs(run_id, 4)
-    rows = store.metric_series(run_id, ["loss"], batches=True)[1]["loss"]
+    rows = store.metric_series(run_id, ["loss"], all_rows, batches=True)[1]["loss"]
     got = get_json(client, f"/api/runs/{run_id}/series?key=loss&batches=1&max_points=30")
     want = ser.build(rows, batches=True, steps_per_epoch=None, max_points=30)
     assert got["series"]["loss"] == strict_json(ser_json(want))

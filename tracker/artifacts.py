@@ -14,7 +14,6 @@ the query commands.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 from tracker import checkpoint_files as files
 from tracker.checkpoint_files import CHUNK
-from tracker.config import default_artifacts_dir, mask_url
+from tracker.config import default_artifacts_dir, shown
 from tracker.errors import CheckpointError, TrackerError
 
 if TYPE_CHECKING:
@@ -34,9 +33,6 @@ if TYPE_CHECKING:
 ENV_VAR = "TRACKER_ARTIFACTS"
 PROGRESS_MIN_BYTES = 64 << 20  # smaller fetches end before a bar would be read
 WRITE_BLOCK = 8 << 20  # a remote file's buffer (S3 multipart parts are at least 5 MiB)
-_SECRET_PARAM = re.compile(
-    r"(?i)([?&][^=&]*(?:key|token|secret|sig|signature|password)[^=&]*=)[^&]*"
-)
 
 Progress = Callable[[int], None]
 
@@ -85,11 +81,6 @@ def clean_root(location: str) -> str:
     host = parts.hostname or ""
     netloc = host + (f":{parts.port}" if parts.port else "")
     return f"{parts.scheme}://{netloc}{parts.path}"  # `://` kept whatever the scheme
-
-
-def shown(location: str) -> str:
-    """A root or URI as printed: passwords and key-like query values masked."""
-    return _SECRET_PARAM.sub(r"\1***", mask_url(location))
 
 
 def scrub(text: str, location: str) -> str:

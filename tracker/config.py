@@ -16,6 +16,10 @@ DEFAULT_URL = "sqlite:///tracker.db"
 
 _PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@]*:)(?P<pw>[^@]*)(?P<tail>@)")
 
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&][^=&]*(?:key|token|secret|sig|signature|password)[^=&]*=)[^&]*"
+)
+
 
 def resolve_url(url: str | None = None) -> str:
     """The database URL to use, with a bare file path taken as a SQLite file."""
@@ -34,6 +38,12 @@ def resolve_url(url: str | None = None) -> str:
 def mask_url(url: str) -> str:
     """The URL with any password replaced by `***`, for output and logs."""
     return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
+
+
+def shown(location: str) -> str:
+    """A database URL, artifact root or URI as printed: passwords and key-like query values
+    masked."""
+    return _SECRET_PARAM.sub(r"\1***", mask_url(location))
 
 
 def password_free(url: str) -> str:

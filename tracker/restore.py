@@ -248,7 +248,7 @@ def select_checkpoints(
 ) -> tuple[RunDetail, Choice]:
     """The run `run` names and the checkpoints that may restore it (`select`). The
     metric's history is read only when the run's best epoch has no checkpoint of its end."""
-    detail = store.run_detail(run, history=False)
+    [detail] = store.run_details([run], history=False)
     choice = select(
         detail.run,
         detail.checkpoints,

@@ -1,6 +1,7 @@
 """The run store: the schema (`tables`, typed rows in `models`), the engine and its migrations
-(`db`, `revisions`, `migrate`), the statements (`queries` read, `writes` write), the `Store` that
-runs them in transactions (`run_store`), and moving whole runs between stores (`transfer`, and
+(`db`, `revisions`, `migrate`), the statements (`queries`, `listing` and `series_reads` read;
+`writes` and `run_writes` write), the transactions they run in (`transactions`), the `Store` that
+is their public surface (`run_store`), and moving whole runs between stores (`transfer`, and
 `spool` for the callback's local spool file).
 
 Nothing here imports training, the CLI or the web UI. `Store` and `open_store` are loaded on first

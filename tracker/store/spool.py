@@ -92,6 +92,7 @@ def sync_all(
     *,
     prune: bool = False,
     credentials: Iterable[str] | None = None,
+    then: Callable[[Store], None] | None = None,
 ) -> AllResult:
     """Push every run of the spool to its own database: the runs meant for the database at
     `url` (and those with no destination noted) there, every other group to the database it
@@ -101,6 +102,7 @@ def sync_all(
     `TRACKER_DB_URL`) that reaches it, then its stored URL, whose missing password libpq finds
     where it usually does (`PGPASSWORD`, `~/.pgpass`, a service file). A database known by
     identity must show that identity; one known only by URL is whatever that URL reaches.
+    `then` is called with each database runs were pushed into, while it is still open.
     """
     if credentials is None:
         credentials = [env] if (env := os.environ.get(ENV_VAR)) else []
@@ -112,6 +114,8 @@ def sync_all(
         if isinstance(target, Store):
             mine = [r for r, d in dests.items() if _meant_for(d, target)]
             out.pushed.append((target.masked_url, _push(source, target, mine, prune)))
+            if then is not None:
+                then(target)
         else:
             mine = [r for r, d in dests.items() if d is None]
             if mine:
@@ -124,6 +128,8 @@ def sync_all(
                 out.unreached.append((group, reason))
                 continue
             out.pushed.append((reached.masked_url, _push(source, reached, group.run_ids, prune)))
+            if then is not None:
+                then(reached)
     return out
 
 

@@ -48,9 +48,11 @@ def export_run(conn: Connection, run_id: str) -> RunBundle:
     )
 
 
-def import_runs(s: Session, bundles: list[RunBundle], result: ImportResult) -> None:
+def import_runs(s: Session, bundles: list[RunBundle]) -> ImportResult:
     """Runs new to this database are written together, a few bulk statements for the whole
-    batch; runs it already has are merged one by one (`import_run`)."""
+    batch; runs it already has are merged one by one (`import_run`). What was added, counted
+    afresh on each call (a transaction tried again counts once)."""
+    result = ImportResult()
     ids = [b.run.id for b in bundles]
     have = set(s.scalars(select(Run.id).where(Run.id.in_(ids)))) if ids else set()
     fresh = [b for b in bundles if b.run.id not in have]
@@ -62,6 +64,7 @@ def import_runs(s: Session, bundles: list[RunBundle], result: ImportResult) -> N
     for bundle in bundles:
         if bundle.run.id in have:
             import_run(s, bundle, result)
+    return result
 
 
 def _create_many(s: Session, bundles: list[RunBundle]) -> None:

@@ -256,13 +256,15 @@ def insert_points_of_runs(conn: Executor, runs: list[tuple[str, list[MetricPoint
                 fold_block(blocks, run_id, p.key, p.epoch, p.step, p.value)
         folded += by_key.values()
     if rows:
-        conn.exec_driver_sql(_sql(conn, _INSERT_METRICS_SQL), rows)
+        conn.exec_driver_sql(paramstyled(conn, _INSERT_METRICS_SQL), rows)
     if folded:
         sql, names = _summary_upsert(conn)
         folded = [_nan_as_null(row) for row in folded]
         conn.exec_driver_sql(sql, [tuple(r[n] for n in names) for r in folded] if names else folded)
     if blocks:
-        conn.exec_driver_sql(_sql(conn, _block_upsert(conn)), [(*k, *v) for k, v in blocks.items()])
+        conn.exec_driver_sql(
+            paramstyled(conn, _block_upsert(conn)), [(*k, *v) for k, v in blocks.items()]
+        )
 
 
 def fold_block(
@@ -430,117 +432,15 @@ def epoch_done(
 ) -> None:
     """An epoch's write: the run's count of epochs and heartbeat, then its points."""
     result = conn.exec_driver_sql(
-        _sql(conn, EPOCH_DONE_SQL), (epoch, db_time(conn, at), db_time(conn, deadline), run_id)
+        paramstyled(conn, EPOCH_DONE_SQL),
+        (epoch, db_time(conn, at), db_time(conn, deadline), run_id),
     )
     # Before the inserts, whose error would only name a key.
     conn.expect_rows(result, RunNotFound(f"no run with id {run_id!r}"))
     insert_points(conn, run_id, points)
 
 
-_RUN_COLUMNS = (
-    "id",
-    "name",
-    "status",
-    "stop_details",
-    "started_at",
-    "heartbeat_at",
-    "heartbeat_deadline",
-    "epochs_planned",
-    "epochs_done",
-    "fit_params",
-    "environment",
-    "model",
-    "references",
-)
-_JSON_COLUMNS = {"stop_details", "fit_params", "environment", "model", "references"}
-_TIME_COLUMNS = {"started_at", "heartbeat_at", "heartbeat_deadline"}
-
-
-def insert_run(
-    conn: DriverCursor,
-    row: Mapping[str, Any],
-    experiment: str,
-    params: Mapping[str, str],
-    tags: Mapping[str, str],
-) -> None:
-    """A new run (`row`: the `runs` columns but its experiment), its experiment created on first
-    use, and its params and tags already encoded, in statements whose results nothing waits
-    for: on PostgreSQL the run's creation is one round trip (`PipelinedCursor`), and the first
-    epoch's write waits for it.
-
-    A concurrent creation of the same experiment is harmless: the insert does nothing when the
-    name exists, and the run's insert reads the experiment's id afresh."""
-    json_slot = "?" if conn.dialect.name == "sqlite" else "CAST(? AS JSON)"
-    conn.exec_driver_sql(
-        _sql(
-            conn,
-            "INSERT INTO experiments (name, created_at) SELECT ?, ? WHERE NOT EXISTS "
-            "(SELECT 1 FROM experiments WHERE name = ?) ON CONFLICT (name) DO NOTHING",
-        ),
-        (experiment, db_time(conn, utcnow()), experiment),
-    )
-    slots, values = [], []
-    for col in _RUN_COLUMNS:
-        value = row[col]
-        if col in _JSON_COLUMNS:
-            slots.append(json_slot)
-            value = json.dumps(value)  # as the JSON column type writes it
-        else:
-            slots.append("?")
-            if col in _TIME_COLUMNS:
-                value = db_time(conn, value)
-        values.append(value)
-    names = ", ".join(f'"{c}"' for c in _RUN_COLUMNS)
-    conn.exec_driver_sql(
-        _sql(
-            conn,
-            f"INSERT INTO runs ({names}, experiment_id) VALUES ({', '.join(slots)}, "
-            "(SELECT id FROM experiments WHERE name = ?))",
-        ),
-        (*values, experiment),
-    )
-    for table, values_by_key in (("params", params), ("tags", tags)):
-        if values_by_key:
-            conn.exec_driver_sql(
-                _sql(conn, f"INSERT INTO {table} (run_id, key, value) VALUES (?, ?, ?)"),
-                [(row["id"], k, v) for k, v in values_by_key.items()],
-            )
-
-
-FINISH_SQL = (
-    "UPDATE runs SET status = ?, stop_reason = ?, stop_details = {json}, ended_at = ?, "
-    "heartbeat_at = ? WHERE id = ?"
-)
-BEAT_SQL = "UPDATE runs SET heartbeat_at = ?, heartbeat_deadline = ? WHERE id = ? AND status = ?"
-
-
-def finish_run(
-    conn: DriverCursor,
-    run_id: str,
-    *,
-    status: str,
-    stop_reason: str,
-    stop_details: Any,
-    at: datetime,
-) -> None:
-    """The run's end as one statement on the driver's cursor: with the last epoch's write, this
-    is what the end of `fit` waits for."""
-    when = db_time(conn, at)
-    sql = FINISH_SQL.format(json="?" if conn.dialect.name == "sqlite" else "CAST(? AS JSON)")
-    details = json.dumps(stop_details)  # as the JSON column type writes it
-    result = conn.exec_driver_sql(
-        _sql(conn, sql), (status, stop_reason, details, when, when, run_id)
-    )
-    conn.expect_rows(result, RunNotFound(f"no run with id {run_id!r}"))
-
-
-def beat(conn: DriverCursor, run_id: str, at: datetime, deadline: datetime) -> None:
-    """The heartbeat of a running run (a finished one is left as it is)."""
-    times = (db_time(conn, at), db_time(conn, deadline))
-    conn.exec_driver_sql(_sql(conn, BEAT_SQL), (*times, run_id, "running"))
-
-
-def _sql(conn: Executor, sql: str) -> str:
+def paramstyled(conn: Executor, sql: str) -> str:
     """`sql` written with `?` placeholders, in the driver's own paramstyle."""
     return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 

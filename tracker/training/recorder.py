@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import threading
 import time
 import weakref
@@ -361,7 +362,7 @@ class RunRecorder:
         warn(
             f"tracker could not write to {self._where(main=True)} ({type(cause).__name__}: "
             f"{cause}); the run goes on in the spool file {self._spool_path}. Push it later "
-            f"with: tracker sync {self._spool_path}",
+            f"with: tracker sync --all {shlex.quote(str(self._spool_path))}",
             stacklevel=4,
         )
         self._warned = True

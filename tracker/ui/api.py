@@ -1,5 +1,5 @@
-"""The JSON API under /api: the CLI's JSON, built by the same functions (`tracker.views`,
-`tracker.comparison`), so a script gets from the server exactly what `--format json` prints.
+"""The JSON API under /api: the CLI's JSON, built by the same functions (`tracker.present.views`,
+`tracker.present.comparison`), so a script gets from the server exactly what `--format json` prints.
 
 Every handler is a plain function: Starlette runs it in a thread, where the store's blocking
 calls belong. Query parameters are parsed here and reach SQL only as bound values; a bad one is
@@ -21,13 +21,15 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker import artifacts, comparison, views
+from tracker import artifacts
 from tracker.errors import DatabaseUnavailable, RunNotFound, TrackerError
 from tracker.modes import infer_mode
+from tracker.present import comparison, views
 from tracker.records import RankedRun, RunRecord, SummaryRecord, json_float
 from tracker.since import parse_since as parse_moment
-from tracker.store.queries import SORT_COLUMNS, BatchSource
+from tracker.store.listing import SORT_COLUMNS, ListOrder, RunFilter
 from tracker.store.run_store import Store
+from tracker.store.series_reads import SeriesSource, all_rows
 from tracker.ui import series as ser
 from tracker.values import plain
 
@@ -150,7 +152,7 @@ def parse_since(value: str) -> datetime:
 class RunsQuery:
     """What the runs table shows: filters, the metrics, order and page (all from the URL)."""
 
-    filters: dict[str, Any] = field(default_factory=dict)
+    filters: RunFilter = field(default_factory=RunFilter)
     metrics: list[str] = field(default_factory=list)
     sort: str | None = None  # a metric key or a key of SORT_COLUMNS
     order: str | None = None  # asc, desc, or the sort's own default
@@ -161,15 +163,15 @@ class RunsQuery:
     @classmethod
     def parse(cls, q: QueryParams) -> RunsQuery:
         since = q.get("since")
-        filters = {
-            "experiment": q.get("experiment") or None,
-            "status": q.get("status") or None,
-            "stop_reason": q.get("stop_reason") or None,
-            "tags": kv_params(q, "tag"),
-            "params": kv_params(q, "param"),
-            "text": q.get("q") or None,
-            "since": parse_since(since) if since else None,
-        }
+        filters = RunFilter(
+            experiment=q.get("experiment") or None,
+            status=q.get("status") or None,
+            stop_reason=q.get("stop_reason") or None,
+            tags=kv_params(q, "tag"),
+            params=kv_params(q, "param"),
+            text=q.get("q") or None,
+            since=parse_since(since) if since else None,
+        )
         return cls(
             filters=filters,
             metrics=list(dict.fromkeys(m for m in q.getlist("metric") if m)),
@@ -186,16 +188,15 @@ def runs_data(store: Store, query: RunsQuery) -> dict[str, Any]:
     metric, and the total count of runs the filters match."""
     by_column = query.sort in SORT_COLUMNS
     sort_metric = None if by_column else query.sort
-    page = store.runs_page(
-        metrics=query.metrics,
-        limit=query.limit,
-        offset=query.offset,
+    order = ListOrder(
         metric=query.metrics[0] if query.metrics else None,
         sort=sort_metric,
         order_by=query.sort if by_column else None,
         descending=None if query.order is None else query.order == "desc",
         agg=query.agg,
-        **query.filters,
+    )
+    page = store.runs_page(
+        query.filters, order, metrics=query.metrics, limit=query.limit, offset=query.offset
     )
     listed = views.runs_list(page.runs).data
     shown = list(dict.fromkeys([*([sort_metric] if sort_metric else []), *query.metrics]))
@@ -249,7 +250,7 @@ def run_data(store: Store, ref: str, *, history: bool = True) -> dict[str, Any]:
     """`runs show --format json`, plus each metric's direction as `best` infers it (`modes`) and
     the restore command of each checkpoint by its index.
     Without `history` its `epochs` array is empty: the charts read the series, not this."""
-    detail = store.run_detail(ref, history=history)
+    [detail] = store.run_details([ref], history=history)
     data = views.run_show(detail, artifacts.checkpoint_places(detail.checkpoints)).data
     data["modes"] = {key: infer_mode(key) for key in detail.summaries}
     data["restore_commands"] = {
@@ -308,6 +309,7 @@ def series_data(store: Store, ref: str, query: SeriesQuery) -> dict[str, Any]:
     run, rows = store.metric_series(
         ref,
         query.keys,
+        all_rows,
         batches=query.batches,
         after_epoch=query.after_epoch,
         epochs=query.epochs(),
@@ -332,7 +334,7 @@ def _batch_series_data(
     """A downsampled batch-level series, read from the store's block summaries (every point
     only where the range holds no more than `max_points`)."""
 
-    def read(run: RunRecord, source: BatchSource) -> dict[str, Any]:
+    def read(run: RunRecord, source: SeriesSource) -> dict[str, Any]:
         return ser.build_from_blocks(
             source,
             steps_per_epoch=_steps_per_epoch(run),
@@ -341,8 +343,8 @@ def _batch_series_data(
             x_max=query.x_max,
         ).to_json()
 
-    run, out = store.batch_series(
-        ref, query.keys, read, after_epoch=query.after_epoch, epochs=query.epochs()
+    run, out = store.metric_series(
+        ref, query.keys, read, batches=True, after_epoch=query.after_epoch, epochs=query.epochs()
     )
     return {"run_id": run.id, "batches": True, "series": out}
 
@@ -397,7 +399,7 @@ def compare_data(store: Store, q: QueryParams) -> dict[str, Any]:
     metrics = list(dict.fromkeys(m for m in q.getlist("metric") if m))
     if len(refs) < 2:
         raise BadRequest("compare needs at least two runs: give run=A&run=B")
-    details = store.run_details(refs, metrics or None)
+    details = store.run_details(refs, keys=metrics or None)
     if len(details) < 2:
         raise BadRequest("these all name the same run: give at least two different runs")
     chosen = metrics or comparison.default_metrics(details)

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, Response
 
 from tracker.errors import TrackerError
 from tracker.modes import infer_mode
-from tracker.output import cell, flatten, fmt_duration
+from tracker.present.output import cell, flatten, fmt_duration
 from tracker.store.queries import STATUSES
 from tracker.ui import api
 from tracker.values import fmt_float

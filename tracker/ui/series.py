@@ -201,7 +201,7 @@ _Span = tuple[int, int, int]
 
 
 class BlockSource(Protocol):
-    """What `build_from_blocks` reads (`tracker.store.queries.BatchSource`)."""
+    """What `build_from_blocks` reads (`tracker.store.series_reads.SeriesSource`)."""
 
     def blocks(self) -> list[Any]: ...
     def points(self, spans: Sequence[_Span]) -> list[Any]: ...

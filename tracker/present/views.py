@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracker import artifacts
-from tracker.output import Table, View, fmt_duration, key_values
+from tracker.config import shown
+from tracker.present.output import Table, View, fmt_duration, key_values
 from tracker.records import (
     CheckpointRecord,
     MetricPoint,
@@ -350,7 +350,7 @@ def run_names(runs: list[RunRecord]) -> str:
 
 def store_names(roots: dict[str, set[str]]) -> str:
     """The artifact stores a deletion reaches, masked, for its question."""
-    found = sorted({artifacts.shown(root) for rs in roots.values() for root in rs})
+    found = sorted({shown(root) for rs in roots.values() for root in rs})
     return "the artifact store " + ", ".join(found)
 
 

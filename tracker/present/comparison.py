@@ -1,22 +1,20 @@
 """`tracker compare`: runs side by side (params, metric best/last, stop reasons, curves).
 
-Curves share one scale per metric, in the sparklines as in the plot, so runs can be compared
-by eye. matplotlib is imported only when a plot is asked for (it is the optional `plot` extra).
+Curves share one scale per metric in the sparklines, so runs can be compared by eye (the
+`--plot` image file is drawn by `tracker.cli.plot`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
-from tracker.errors import TrackerError
 from tracker.modes import infer_mode
-from tracker.output import Table, View, sparkline
+from tracker.present.output import Table, View, sparkline
+from tracker.present.views import LR_KEY, epoch_table, stop
 from tracker.records import RunDetail
 from tracker.values import fmt_float
-from tracker.views import LR_KEY, epoch_table, stop
 
 _MISSING = object()
 # What the runs ran on, side by side: the Keras backend and the versions that make it.
@@ -228,42 +226,3 @@ def _csv(
         row += [(m["runs"].get(r.id) or {}).get(s) for m in summary for s in stats]
         rows.append(row)
     return Table(columns, rows)
-
-
-# -- plot ---------------------------------------------------------------------------------------
-
-
-def plot(details: list[RunDetail], metrics: list[str], path: Path) -> Path:
-    """Draw `metrics` of all runs (one panel per metric, the runs overlaid) to an image file.
-
-    Raises:
-        TrackerError: matplotlib is missing, the folder does not exist, or the format is unknown.
-    """
-    try:
-        import matplotlib  # noqa: F401 - the package first: a clear error when it is missing
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ModuleNotFoundError as e:
-        raise TrackerError("plotting needs matplotlib: pip install 'tracker[plot]'") from e
-    path = path.expanduser().resolve()
-    if not path.parent.is_dir():
-        raise TrackerError(f"directory {path.parent} does not exist")
-    fig = Figure(figsize=(8, 3 * max(len(metrics), 1)), layout="constrained")
-    canvas = FigureCanvasAgg(fig)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in canvas.get_supported_filetypes():
-        known = ", ".join(sorted(canvas.get_supported_filetypes()))
-        raise TrackerError(f"cannot write a plot as {path.name!r}: use one of {known}")
-    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, key in zip(axes, metrics, strict=True):
-        for d in details:
-            points = [p for p in d.history if p.key == key]
-            ys = [p.value if math.isfinite(p.value) else math.nan for p in points]
-            ax.plot([p.epoch for p in points], ys, marker=".", label=d.run.name)
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="small")
-    axes[-1].set_xlabel("epoch")
-    fig.savefig(path, format=fmt)
-    return path
