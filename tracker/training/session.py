@@ -6,6 +6,12 @@ of lives in this module: creating or resuming the run, buffering batches, turnin
 numbers, the epoch write, the best-weights keeper, and the one place a run ends. Every method can
 be driven by plain Python objects, so the whole lifecycle is tested without TensorFlow.
 
+The fit's last epoch (its last planned one, or the one a callback stopped training on) is not
+handed to the writer at its end but kept, and written with the run's end in one transaction
+(`Store.finish_run_after_epoch`), so that the end of `fit` waits for one round trip to a distant
+database instead of two; if the end has not come `HOLD_LAST_EPOCH_S` later (other callbacks'
+`on_train_end` run first), or another epoch begins, the kept epoch is handed over alone.
+
 A run ends exactly once, under a lock: by `finish` (fit returned, or raised where a wrapper saw
 it), or by `vanished` (fit left by a path no wrapper saw). The latter is provisional: a later,
 better account of the same exit (the exception itself, from the process's exception hook)
