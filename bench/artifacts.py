@@ -11,7 +11,9 @@ endpoint installable here, which runs on the same 2 cores). An epoch's cost is t
 from one epoch's start to the next one's, so it holds every end-of-epoch hook and any CPU the
 background uploads (and, for S3, the local server) take from training; the wait for uploads when
 `fit` ends is reported on its own, and so is the time the training thread spends in the
-tracker's end-of-epoch work and its handling of each save (hash, record, hand-off).
+tracker's end-of-epoch work and its handling of each save (hash, record, hand-off). The CPU time
+per epoch of this process (all its threads) and of the local S3 server's process say how much of
+an S3 variant's cost is the server, which a real S3 would not put on this machine.
 
 `stream`: each step in a fresh process, its peak RSS (VmHWM) against the same process's RSS
 (VmRSS) just before the step, its imports done: sha256 of a file, upload to a folder store,
@@ -99,6 +101,7 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
 
     def variant(name: str) -> dict[str, float]:
         clock = EpochClock()
+        server_cpu, own_cpu = _cpu_s(server._proc.pid), _own_cpu_s()
         path = str(work / name / "e{epoch:03d}.weights.h5")
         mc = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
         cbs: list[Any] = [clock, mc]
@@ -120,6 +123,8 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
             "end_wait_s": end - clock.ended,
             "fit_s": end - t0,
             "hooks_s": spent["s"] / epochs,
+            "cpu_s": (_own_cpu_s() - own_cpu) / epochs,
+            "server_cpu_s": (_cpu_s(server._proc.pid) - server_cpu) / epochs,
         }
 
     names = ["none", "folder", "folder+upload", "s3+upload"]
@@ -144,8 +149,22 @@ def fit_bench(epochs: int, reps: int, samples: int, batch: int) -> dict[str, Any
             "fit_s": statistics.median(s["fit_s"] for s in runs),
             "end_wait_ms": statistics.median(s["end_wait_s"] for s in runs) * 1e3,
             "tracker_hooks_per_epoch_ms": statistics.median(s["hooks_s"] for s in runs) * 1e3,
+            "process_cpu_per_epoch_ms": statistics.median(s["cpu_s"] for s in runs) * 1e3,
+            "s3_server_cpu_per_epoch_ms": statistics.median(s["server_cpu_s"] for s in runs) * 1e3,
         }
     return out
+
+
+def _own_cpu_s() -> float:
+    """CPU time of this process, every thread (training, the upload thread, s3fs's loop)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU time of process `pid` (the local S3 server), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- stream -------------------------------------------------------------------------------------
