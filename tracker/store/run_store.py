@@ -166,8 +166,7 @@ class Store:
         """Store one epoch's metrics (and the batch points buffered during it) and bring the
         run's summaries up to date, in one transaction."""
         now = at or utcnow()
-        points = [MetricPoint(str(k), epoch, None, float(v), now) for k, v in metrics.items()]
-        points.extend(batches)
+        points = _epoch_points(epoch, metrics, batches, now)
         deadline = heartbeat_deadline(now, heartbeat_interval)
         self._write_tx(
             lambda c: writes.epoch_done(c, run_id, epoch, now, deadline, points), self._driver_write
@@ -190,8 +189,7 @@ class Store:
         transaction: the end of `fit` waits for one round trip to the database, not two."""
         now = utcnow()
         epoch_at = at or now
-        points = [MetricPoint(str(k), epoch, None, float(v), epoch_at) for k, v in metrics.items()]
-        points.extend(batches)
+        points = _epoch_points(epoch, metrics, batches, epoch_at)
         deadline = heartbeat_deadline(epoch_at, heartbeat_interval)
 
         def tx(conn: writes.DriverCursor) -> None:
@@ -494,6 +492,15 @@ class Store:
                 epochs=epochs,
             )
             return run, {k: read(run, source(k)) for k in keys}
+
+
+def _epoch_points(
+    epoch: int, metrics: Mapping[str, float], batches: Iterable[MetricPoint], at: datetime
+) -> list[MetricPoint]:
+    """The epoch's values as points (at the epoch's end), followed by its batch points."""
+    return [MetricPoint(str(k), epoch, None, float(v), at) for k, v in metrics.items()] + list(
+        batches
+    )
 
 
 def open_store(url: str | None = None, **kwargs: Any) -> Store:

@@ -224,16 +224,17 @@ class RunSession:
         with self._lock:  # handed over before the run's end can be: in order
             held, self._held = self._held, None
             if held is not None:
-                epoch, values, batches, at = held
-                self.recorder.submit(
-                    Store.log_epoch,
-                    self.run_id,
-                    epoch,
-                    values,
-                    batches=batches,
-                    at=at,
-                    heartbeat_interval=self.heartbeat_interval,
-                )
+                args, kwargs = self._epoch_args(held)
+                self.recorder.submit(Store.log_epoch, *args, **kwargs)
+
+    def _epoch_args(
+        self, held: tuple[int, dict[str, float], list[MetricPoint], datetime]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """`Store.log_epoch`'s arguments for a kept epoch (`finish_run_after_epoch` takes them
+        too, with the run's end)."""
+        epoch, values, batches, at = held
+        kwargs = {"batches": batches, "at": at, "heartbeat_interval": self.heartbeat_interval}
+        return (self.run_id, epoch, values), kwargs
 
     def _batch_points(self) -> list[MetricPoint]:
         """The batches kept since the last write, as metric points; the buffer is emptied."""
@@ -324,17 +325,8 @@ class RunSession:
                 recorder.call(Store.log_batch_metrics, self.run_id, self._batch_points())
             end: dict[str, Any] = {"status": status, "stop_reason": reason, "stop_details": details}
             if held is not None:
-                epoch, values, batches, at = held
-                recorder.call(
-                    Store.finish_run_after_epoch,
-                    self.run_id,
-                    epoch,
-                    values,
-                    batches=batches,
-                    at=at,
-                    heartbeat_interval=self.heartbeat_interval,
-                    **end,
-                )
+                args, kwargs = self._epoch_args(held)
+                recorder.call(Store.finish_run_after_epoch, *args, **kwargs | end)
             else:
                 recorder.call(Store.finish_run, self.run_id, **end)
             if recorder.pending:
