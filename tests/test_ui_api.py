@@ -77,6 +77,20 @@ def test_runs_equal_runs_list(db_url, store, client, query, args):
     assert page["total"] == len(page["runs"])
 
 
+def test_env_filter_equals_runs_list_env(db_url, store, client):
+    """`env=KEY=VALUE` filters on what the run ran on, as `runs list --env` does, and the runs
+    page keeps it in its form."""
+    ids = seed_three(store)
+    store.update_run(ids["a"], environment={"backend": "jax", "python": "3.11.7"})
+    store.update_run(ids["b"], environment={"backend": "torch", "python": "3.11.7"})
+    page = get_json(client, "/api/runs?env=backend=jax")
+    assert names_of(page) == ["run-a"] and page["total"] == 1
+    assert without_values(page) == ok_json(db_url, "runs", "list", "--env", "backend=jax")
+    both = get_json(client, "/api/runs?env=python=3.11.7")
+    assert sorted(names_of(both)) == ["run-a", "run-b"]
+    assert 'name="env" value="backend=jax"' in client.get("/?env=backend=jax").text
+
+
 def test_run_equals_runs_show_with_restore_commands(db_url, store, client, tmp_path):
     ids = seed_three(store)
     checkpoint_file(store, ids["a"], tmp_path / "e1.weights.h5", b"w", epoch=1)

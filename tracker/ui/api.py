@@ -169,6 +169,7 @@ class RunsQuery:
             stop_reason=q.get("stop_reason") or None,
             tags=kv_params(q, "tag"),
             params=kv_params(q, "param"),
+            environment=kv_params(q, "env"),
             text=q.get("q") or None,
             since=parse_since(since) if since else None,
         )
