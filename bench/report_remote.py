@@ -81,12 +81,12 @@ def section(r: dict[str, Any]) -> Lines:
         "(tracker: `on_train_end`, which waits until the whole run is stored; MLflow: `end_run`, "
         "which flushes its queue). *In hooks*: all the tool's hooks, with start and end, per fit "
         "÷ the baseline fit; *first fit*: the same for a process's first fit, which also opens "
-        "the store through the link, here a new empty database whose schema it creates (each "
-        "tool runs its migrations then: a shared database would already have it). "
+        "the store through the link and checks its schema (each tool's schema is made "
+        "beforehand, not through the link, as a shared database already has it). "
         "*End to end*: as in benchmark 2. "
         "*Round trips per fit*: the times a client waited for the server's reply through the "
         "proxy (`LatencyProxy.round_trips`), over all the tool's tracked fits of its process, "
-        "the first fit's connecting and schema creation included (tracker, once the store is "
+        "the first fit's connecting and schema check included (tracker, once the store is "
         "open: one for the run's creation, one per epoch but the last, one for the last epoch "
         "with the run's end).",
         "",
