@@ -309,3 +309,25 @@ def test_an_epochs_end_does_not_wait_for_a_heartbeat(tmp_path):
         run = s.get_run(run_id)
     assert run.epochs_done == 1
     recorder.close()
+
+
+def test_opening_a_store_at_the_head_revision_is_one_query_after_connecting(pg_url):
+    """A process's first write through a distant link opens the store: beyond what connecting
+    costs any engine of ours (the driver's handshake, SQLAlchemy's first look at the server),
+    checking the schema and reading the database's identity take one round trip."""
+    from tracker.store.db import make_engine
+
+    open_store(pg_url).close()  # the schema exists: a shared database has it
+    with behind_proxy(pg_url, 0.0) as (url, proxy):
+        before = proxy.round_trips
+        engine = make_engine(url, pre_ping=False)
+        with engine.connect():
+            pass
+        connecting = proxy.round_trips - before
+        before = proxy.round_trips
+        store = open_store(url, pre_ping=False)
+        opening = proxy.round_trips - before
+        assert store.identity is not None
+        store.close()
+        engine.dispose()  # after: its goodbye crosses the proxy too
+    assert opening == connecting + 1

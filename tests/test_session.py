@@ -421,3 +421,40 @@ def test_a_kept_epoch_is_written_when_training_goes_on_or_the_end_is_late(
     session.finish("finished", "completed", {"epoch": 4})
     run = store.get_run(session.run_id)
     assert (run.status, run.epochs_done) == ("finished", 5)
+
+
+def test_the_first_epochs_end_does_not_wait_for_the_runs_creation(tmp_path):
+    """Opening the store (a process's first connection) overlaps the first two epochs; the
+    second epoch's end waits for the creation and the first epoch, so that at most one epoch is
+    in flight, as at every later epoch."""
+    import sqlite3
+    import threading
+
+    from tracker import open_store
+
+    db = tmp_path / "tracker.db"
+    url = f"sqlite:///{db}"
+    open_store(url).close()
+    recorder = RunRecorder(url, spool_path=tmp_path / "spool.db")
+    session = RunSession(recorder, uuid.uuid4().hex, heartbeat_interval=30.0)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the creation's write waits for this lock
+    try:
+        session.start({"experiment": "overlap", "epochs_planned": 5})
+        session.epoch_begin(0, {})
+        session.epoch_end(0, {"loss": 1.0})
+        assert recorder.pending == 2  # returned: the creation and epoch 0 not written yet
+        session.epoch_begin(1, {})
+        second = threading.Thread(target=session.epoch_end, args=(1, {"loss": 0.5}))
+        second.start()
+        second.join(0.5)
+        assert second.is_alive()  # waits for the creation and epoch 0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    second.join(10)
+    assert not second.is_alive()
+    recorder.wait()
+    with open_store(url) as s:
+        assert _losses(s, session.run_id) == [(0, 1.0), (1, 0.5)]
+    recorder.close()

@@ -32,7 +32,7 @@ def make_engine(
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout)
     try:
-        return create_engine(url, pool_pre_ping=pre_ping, connect_args=_pg_connect_args(url))
+        return create_engine(url, pool_pre_ping=pre_ping, **_server_options(url))
     except ModuleNotFoundError as e:
         raise DatabaseUnavailable(
             f"cannot open {mask_url(url)}: driver {e.name!r} is not installed "
@@ -46,8 +46,15 @@ def load_dialect(url: str) -> None:
         make_url(url).get_dialect()
 
 
-def _pg_connect_args(url: str) -> dict[str, Any]:
-    return {"connect_timeout": 10} if url.startswith("postgresql") else {}
+def _server_options(url: str) -> dict[str, Any]:
+    """`create_engine` options for a database server. No native hstore: the schema has none,
+    and looking the type up costs a new connection three round trips."""
+    if not url.startswith("postgresql"):
+        return {}
+    options: dict[str, Any] = {"connect_args": {"connect_timeout": 10}}
+    if make_url(url).get_driver_name() in ("psycopg", "psycopg2"):
+        options["use_native_hstore"] = False
+    return options
 
 
 def _sqlite_engine(url: str, busy_timeout: float) -> Engine:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from tracker.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew
 from tracker.store.db import unavailable_message
@@ -71,16 +71,29 @@ def check_schema(engine: Engine, *, auto_upgrade: bool) -> str | None:
 
 
 def _revision_and_identity(engine: Engine) -> tuple[str | None, str | None]:
-    """The revision and, at the head revision, the identity, on one connection: opening a store
-    pays one more small query for it, not another connection."""
+    """The revision and, at the head revision, the identity, on one connection.
+
+    A database at the head revision (every open but the first) answers one query, outside any
+    transaction on a server: through a distant link each statement, `BEGIN` and `ROLLBACK`
+    included, is a round trip that a process's first `fit` waits for. An empty or older database
+    fails it (a table is missing) and is read step by step."""
     try:
         with engine.connect() as conn:
-            if not _has_version_table(conn):
-                return None, None
-            rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if conn.dialect.name != "sqlite":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                rev, identity = conn.execute(text(_AT_HEAD)).one()
+            except (ProgrammingError, OperationalError):  # no such table: empty or older
+                if not _has_version_table(conn):
+                    return None, None
+                rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                identity = None
             if rev != HEAD:
                 return rev, None
-            identity = conn.execute(text("SELECT id FROM database_identity")).scalar()
     except DBAPIError as e:
         raise DatabaseUnavailable(unavailable_message(engine, e)) from e
     return rev, identity
+
+
+# Both tables exist from the revision that made the identity on: one statement reads both.
+_AT_HEAD = "SELECT (SELECT version_num FROM alembic_version), (SELECT id FROM database_identity)"

@@ -15,11 +15,13 @@ and the heartbeat are handed to one writer thread per recorder (`submit`), which
 order, with the same retries and spool as above; a failure there is a warning, never an exception
 in training. The rule that bounds what can be lost: **at most one epoch's writes are in flight.**
 When an epoch ends, the training thread first waits for what it handed over before (the previous
-epoch's writes, or the run's creation at the end of the first epoch) to be applied (`wait`:
-backpressure), then hands over this epoch's and goes on; so a `kill -9` loses at most the epoch
-being written (during the first epoch: the run's creation, if the process dies within the round
-trip it takes). The fit's last epoch is kept by the session instead, and written with the run's
-end in one transaction, unless that end is late (`RunSession`). What a caller must see applied
+epoch's writes, with the run's creation for the first epoch's) to be applied (`wait`:
+backpressure), then hands over this epoch's and goes on; the first epoch's end waits for nothing,
+so that opening the store (a process's first connection: through a distant link, several round
+trips) overlaps the first two epochs. A `kill -9` loses at most the epoch being written (until
+the second epoch's end, with the run's creation, if the process dies before it was applied).
+The fit's last epoch is kept by the session instead, and written with the run's end in one
+transaction, unless that end is late (`RunSession`). What a caller must see applied
 before it goes on (a resumed run, facts it reads back, the run's end) is written with `call`,
 which first waits for everything handed over before it: `finish` therefore returns with the
 whole run in the store (or the spool), and so do the paths that end a run on an exception, a

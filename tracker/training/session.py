@@ -188,10 +188,13 @@ class RunSession:
             if self.epoch == epoch and self._epoch_started:
                 values["epoch_time_s"] = time.perf_counter() - self._epoch_started
             self._release_held()
-            # Backpressure: the previous epoch's writes are applied before this one's are handed
-            # to the writer thread, so that at most one epoch is ever in flight (recorder.py);
-            # a heartbeat handed over since is not waited for.
-            self.recorder.wait(beats=False)
+            if self._logged_epoch is not None:
+                # Backpressure: the previous epoch's writes are applied before this one's are
+                # handed to the writer thread, so that at most one epoch is ever in flight
+                # (recorder.py); a heartbeat handed over since is not waited for. The first
+                # epoch's go with the run's creation, which the first epoch's end does not wait
+                # for: a process's first write through a distant link opens the store.
+                self.recorder.wait(beats=False)
             if self._is_last(epoch):
                 # Written with the run's end, in one transaction (`finish`): the end of `fit`
                 # waits for one round trip to the database instead of two. Until then it is
