@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import loadavg, summarize
+from common import loadavg, median_interval, summarize
 from harness import BENCH, Context, run_json
 
 
@@ -38,6 +38,7 @@ def overheads(times: dict[str, list[float]]) -> dict[str, Any]:
         out[name] = {
             "seconds": summarize(samples),
             "overhead": statistics.median(ratios),
+            "overhead_interval": median_interval(ratios),
             "overhead_s": statistics.median(t - b for t, b in zip(samples, base, strict=True)),
             "overhead_of_minima": min(samples) / min(base) - 1.0,
             "overheads": ratios,

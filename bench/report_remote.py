@@ -21,7 +21,7 @@ def targets(b: dict[str, Any]) -> Lines:
     t = d["tracker"]["tracker_epoch"]
     m = get(d, "mlflow", "mlflow_callback_epoch") or {}
     hold = t["epoch_end_median_s"]
-    worst = max(t["in_hooks"], t["overhead"])
+    first = d["tracker"]["first_fit"]["in_hooks"]
     return [
         row(
             "7. end of an epoch holds training up, PostgreSQL +5 ms each way",
@@ -33,14 +33,34 @@ def targets(b: dict[str, Any]) -> Lines:
         ),
         row(
             "7. fit overhead, PostgreSQL +5 ms each way",
-            f"in hooks {pct(t['in_hooks'])} ({pct(d['tracker']['first_fit']['in_hooks'])} in a "
-            f"process's first fit); end to end {pct(t['overhead'])}",
+            f"in hooks {pct(t['in_hooks'])} ({pct(first)} in a process's first fit); "
+            f"end to end {end_to_end(t)}",
             f"in hooks {pct(m.get('in_hooks'))}; end to end {pct(m.get('overhead'))}",
             "–",
             "≤ 2 % of fit",
-            met(worst <= FIT_OVERHEAD),
+            verdict(max(t["in_hooks"], first), t),
         ),
     ]
+
+
+def end_to_end(t: dict[str, Any]) -> str:
+    """The median end-to-end overhead, with the interval that holds the true median."""
+    low, high = t.get("overhead_interval") or (None, None)
+    if low is None:
+        return pct(t["overhead"])
+    return f"{pct(t['overhead'])} (90 % interval {pct(low)} to {pct(high)})"
+
+
+def verdict(in_hooks: float, t: dict[str, Any]) -> str:
+    """Met when the time in the hooks (a lower bound with little noise) and the end-to-end
+    median are both within the target; missed when the hooks alone, or the whole interval of
+    the end-to-end median, are over it; else the machine's noise cannot tell."""
+    low = (t.get("overhead_interval") or (t["overhead"],))[0]
+    if in_hooks > FIT_OVERHEAD or low > FIT_OVERHEAD:
+        return met(False)
+    if t["overhead"] <= FIT_OVERHEAD:
+        return met(True)
+    return "**unclear** (in hooks within; end to end within noise of the target)"
 
 
 def _trips(trips: dict[str, Any] | None) -> str:
@@ -83,7 +103,9 @@ def section(r: dict[str, Any]) -> Lines:
         "÷ the baseline fit; *first fit*: the same for a process's first fit, which also opens "
         "the store through the link and checks its schema (each tool's schema is made "
         "beforehand, not through the link, as a shared database already has it). "
-        "*End to end*: as in benchmark 2. "
+        "*End to end*: as in benchmark 2, with the interval that holds the true median with 90 % "
+        "probability (order statistics, whatever the distribution); the first fit, median of "
+        f"{f.get('first_fit_procs', 1)} processes. "
         "*Round trips per fit*: the times a client waited for the server's reply through the "
         "proxy (`LatencyProxy.round_trips`), over all the tool's tracked fits of its process, "
         "the first fit's connecting and schema check included (tracker, once the store is "
@@ -110,7 +132,7 @@ def section(r: dict[str, Any]) -> Lines:
                     ms(t["train_end_s"]),
                     f"{ms(t['in_hooks_s'])} = {pct(t['in_hooks'])}",
                     pct(first) if first is not None else "–",
-                    pct(t["overhead"]),
+                    end_to_end(t),
                     _trips(d[tool].get("round_trips")),
                     secs(d[tool]["none"]["seconds"]["median"]),
                     load(d[tool]),

@@ -85,6 +85,10 @@ def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server)
         assert tracked["train_end_s"] > 0 and d["tracker"]["none"]["seconds"]["n"] >= 1
         trips = d["tracker"]["round_trips"]  # counted by the proxy: the fits went through it
         assert trips["fits"] == 1 + size["latency_reps"] and trips["total"] >= trips["fits"]
+        # the first fit of more than one process; the median within its interval
+        assert d["tracker"]["first_fit"]["processes"] == size["first_fit_procs"] > 1
+        low, high = tracked["overhead_interval"]
+        assert low <= tracked["overhead"] <= high
     out = tmp_path / "RESULTS.md"
     report = subprocess.run(
         [sys.executable, "bench/report.py", str(tmp_path / "results" / "latest.json")]
