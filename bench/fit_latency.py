@@ -3,14 +3,17 @@ tiny model with a database behind a slow link (`--db` already points through the
 
     .venv/bin/python bench/fit_latency.py --db postgresql+psycopg://...proxy... --workdir DIR
 
-Prints `BENCH_JSON {...}`: seconds of every fit per variant, and, for every tracked fit, the
-seconds spent in each of the callback's hooks (per epoch for the end of an epoch).
+Prints `BENCH_JSON {...}`: seconds of every fit per variant (an empty callback's too: how much
+the machine's noise moves the end-to-end figure), and, for every tracked fit, the seconds spent
+in each of the callback's hooks (per epoch for the end of an epoch) and the CPU seconds of the
+tracker's own threads (the writer's, for each write it applied during the fit; the heartbeat's).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +23,7 @@ import fitmodel
 from common import loadavg
 
 from tracker import TrackingCallback
+from tracker.training import recorder
 
 # Where the callback's work is done (private names: see fit_tracker.py). `_after_epoch_end` is
 # the end of an epoch: the epoch's write is handed over there, after the previous one landed.
@@ -57,6 +61,38 @@ for _name in HOOKS:
     setattr(TimedCallback, _name, _timed(_name))
 
 
+# CPU seconds of the tracker's threads, by thread name (private names, as above): what training
+# shares its cores with, beyond the time in the hooks.
+THREAD_CPU: dict[str, float] = {"tracker-writer": 0.0, "tracker-heartbeat": 0.0}
+_apply = recorder.RunRecorder._apply
+_run = threading.Thread.run
+
+
+def _timed_apply(self: recorder.RunRecorder, entry: Any) -> Any:
+    t0 = time.thread_time()
+    try:
+        return _apply(self, entry)
+    finally:
+        if threading.current_thread().name == "tracker-writer":
+            THREAD_CPU["tracker-writer"] += time.thread_time() - t0
+
+
+def _timed_run(self: threading.Thread) -> None:
+    try:
+        _run(self)
+    finally:
+        if self.name == "tracker-heartbeat":  # joined when the run ends: within the fit
+            THREAD_CPU[self.name] += time.thread_time()
+
+
+recorder.RunRecorder._apply = _timed_apply  # type: ignore[method-assign]
+threading.Thread.run = _timed_run  # type: ignore[method-assign]
+
+
+class Empty(fitmodel.keras.callbacks.Callback):
+    """A callback that does nothing: Keras's own cost of one more callback, and the noise."""
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--db", required=True)
@@ -79,8 +115,10 @@ def main() -> None:
             artifacts_dir=a.workdir / "artifacts",
             save_best_weights=False,
         )
+        cpu = dict(THREAD_CPU)
         seconds = fitmodel.fit_once(model, data, a.batch, a.epochs, [cb])
-        fits.append({"seconds": seconds, "hooks": dict(cb.samples)})
+        cpu = {k: THREAD_CPU[k] - cpu[k] for k in cpu}
+        fits.append({"seconds": seconds, "hooks": dict(cb.samples), "thread_cpu": cpu})
         spooled = cb._recorder.spooled_to if cb._recorder else None
         if spooled is not None:
             raise SystemExit(f"the run went to the spool {spooled}: the database was away")
@@ -89,6 +127,7 @@ def main() -> None:
     variants = {
         "none": lambda: fitmodel.fit_once(model, data, a.batch, a.epochs, []),
         "tracker_epoch": tracked,
+        "empty_callback": lambda: fitmodel.fit_once(model, data, a.batch, a.epochs, [Empty()]),
     }
     times = fitmodel.alternate(variants, a.reps)
     result = {

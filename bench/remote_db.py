@@ -42,7 +42,9 @@ def holdups(fits: list[dict[str, Any]], base: float, names: tuple[str, ...]) -> 
     spent = [sum(sum(v) for v in f["hooks"].values()) for f in fits]
     begin = [sum(f["hooks"].get(begin_hook, [])) for f in fits]
     end = [sum(f["hooks"].get(end_hook, [])) for f in fits]
+    cpu = [sum(f["thread_cpu"].values()) for f in fits if "thread_cpu" in f]
     return {
+        "thread_cpu_s": statistics.median(cpu) if cpu else None,
         "epoch_end_median_s": statistics.median(epoch_ends),
         "epoch_end_p95_s": percentile(epoch_ends, 95),
         "epoch_end_max_s": max(epoch_ends),

@@ -43,8 +43,10 @@ def targets(b: dict[str, Any]) -> Lines:
     ]
 
 
-def end_to_end(t: dict[str, Any]) -> str:
+def end_to_end(t: dict[str, Any] | None) -> str:
     """The median end-to-end overhead, with the interval that holds the true median."""
+    if not t:
+        return "–"
     low, high = t.get("overhead_interval") or (None, None)
     if low is None:
         return pct(t["overhead"])
@@ -112,9 +114,16 @@ def section(r: dict[str, Any]) -> Lines:
         "open: one for the run's creation, one per epoch but the last, one for the last epoch "
         "with the run's end).",
         "",
+        "*Threads' CPU*: CPU time of the tracker's own threads per fit, median (its writer, "
+        "for the writes it applied during the fit, and its heartbeat), beside the time in the "
+        "hooks on the training thread. *Empty callback*: the end-to-end figure of a callback "
+        "that does nothing, in the tracker's process: Keras's cost of one more callback, and "
+        "the machine's noise.",
+        "",
         "| delay each way | tool | end of an epoch: median / p95 / max | start | end | "
-        "in hooks | in hooks, first fit | end to end | round trips per fit | baseline fit | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "in hooks | in hooks, first fit | threads' CPU | end to end | empty callback | "
+        "round trips per fit | baseline fit | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for delay, d in delays.items():
         for tool, name in (("tracker", "tracker_epoch"), ("mlflow", "mlflow_callback_epoch")):
@@ -132,7 +141,9 @@ def section(r: dict[str, Any]) -> Lines:
                     ms(t["train_end_s"]),
                     f"{ms(t['in_hooks_s'])} = {pct(t['in_hooks'])}",
                     pct(first) if first is not None else "–",
+                    ms(t.get("thread_cpu_s")),
                     end_to_end(t),
+                    end_to_end(get(d, tool, "empty_callback")),
                     _trips(d[tool].get("round_trips")),
                     secs(d[tool]["none"]["seconds"]["median"]),
                     load(d[tool]),
