@@ -91,6 +91,7 @@ def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server)
         assert low <= tracked["overhead"] <= high
         # the writer thread's CPU was counted, and the empty callback ran beside the tracker
         assert tracked["thread_cpu_s"] > 0 and "empty_callback" in d["tracker"]
+        assert d["tracker"]["cold_fit"]["processes"] == size["first_fit_procs"]
     out = tmp_path / "RESULTS.md"
     report = subprocess.run(
         [sys.executable, "bench/report.py", str(tmp_path / "results" / "latest.json")]
