@@ -22,14 +22,7 @@ HEAD = KNOWN_REVISIONS[-1]
 
 def current_revision(engine: Engine) -> str | None:
     """The database's alembic revision, read with plain SQL; None for an empty database."""
-    try:
-        with engine.connect() as conn:
-            if not _has_version_table(conn):
-                return None
-            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    except DBAPIError as e:
-        raise DatabaseUnavailable(unavailable_message(engine, e)) from e
-    return rows[0] if rows else None
+    return _revision_and_identity(engine)[0]
 
 
 def _has_version_table(conn: Any) -> bool:
