@@ -311,6 +311,30 @@ def test_an_epochs_end_does_not_wait_for_a_heartbeat(tmp_path):
     recorder.close()
 
 
+def test_sqlalchemys_first_look_at_a_server_opens_no_transaction(pg_url):
+    """A new engine's first connection asks the server a few settings before anything else; in
+    a transaction that costs a BEGIN and a ROLLBACK more through a distant link. Asked outside
+    one, it costs one round trip a question, and the connection is handed out in the driver's
+    ordinary (transactional) mode all the same."""
+    from sqlalchemy import event
+
+    from tracker.store.db import make_engine
+
+    with behind_proxy(pg_url, 0.0) as (url, proxy):
+        engine = make_engine(url, pre_ping=False)
+        connected: list[int] = []
+        event.listen(engine, "connect", lambda *_: connected.append(proxy.round_trips), insert=True)
+        with engine.connect() as conn:
+            first_look = proxy.round_trips - connected[0]
+            assert conn.connection.dbapi_connection.autocommit is False
+            conn.exec_driver_sql("CREATE TEMPORARY TABLE t (x int)")
+            conn.rollback()  # a transaction: the table is gone with it
+            assert conn.exec_driver_sql("SELECT to_regclass('pg_temp.t')").scalar() is None
+        engine.dispose()
+    # version, schema, isolation level, standard strings: no BEGIN, no ROLLBACK
+    assert first_look == 4
+
+
 def test_opening_a_store_at_the_head_revision_is_one_query_after_connecting(pg_url):
     """A process's first write through a distant link opens the store: beyond what connecting
     costs any engine of ours (the driver's handshake, SQLAlchemy's first look at the server),

@@ -32,12 +32,15 @@ def make_engine(
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout)
     try:
-        return create_engine(url, pool_pre_ping=pre_ping, **_server_options(url))
+        engine = create_engine(url, pool_pre_ping=pre_ping, **_server_options(url))
     except ModuleNotFoundError as e:
         raise DatabaseUnavailable(
             f"cannot open {mask_url(url)}: driver {e.name!r} is not installed "
             "(pip install 'tracker[postgres]')"
         ) from e
+    if engine.dialect.driver in ("psycopg", "psycopg2"):
+        _first_look_outside_a_transaction(engine)
+    return engine
 
 
 def load_dialect(url: str) -> None:
@@ -55,6 +58,25 @@ def _server_options(url: str) -> dict[str, Any]:
     if make_url(url).get_driver_name() in ("psycopg", "psycopg2"):
         options["use_native_hstore"] = False
     return options
+
+
+def _first_look_outside_a_transaction(engine: Engine) -> None:
+    """SQLAlchemy's first look at a new server (its version, schema, isolation level) reads
+    settings only: asked in autocommit it needs no BEGIN before and no ROLLBACK after, two round
+    trips fewer in every process's first connection, which a distant database makes long.
+
+    The driver's own autocommit flag is set on the new connection before SQLAlchemy's handlers
+    run and cleared after them; connections never leave the pool in autocommit."""
+
+    @event.listens_for(engine, "connect", insert=True)
+    def _before(dbapi_conn: Any, _record: Any) -> None:
+        if hasattr(dbapi_conn, "autocommit"):
+            dbapi_conn.autocommit = True
+
+    @event.listens_for(engine, "connect")
+    def _after(dbapi_conn: Any, _record: Any) -> None:
+        if hasattr(dbapi_conn, "autocommit"):
+            dbapi_conn.autocommit = False
 
 
 def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
