@@ -63,9 +63,12 @@ from tracker.training.notices import warn
 RETRY_DELAYS_S = (0.1, 0.4, 1.2)
 RETRY_BUDGET_S = 2.0  # past this the database counts as away and the spool takes over
 CALLBACK_BUSY_TIMEOUT_S = 5.0
-# How often the heartbeat thread looks whether `fit` is still running: soon enough to see the
-# exception that took it away while its thread is still handling it.
-ALIVE_POLL_S = 0.05
+# How often the heartbeat thread looks whether `fit` is still running (a fit left by a path no
+# wrapper saw: its run is closed within this, its exception taken if still at hand). Each look
+# takes the interpreter lock from training for a moment, and every wait for the lock slows a
+# training step: rarely, then. An exception handled for less long is still had from the process's
+# exception hooks when it ends the script or thread (exits.py).
+ALIVE_POLL_S = 0.5
 # An idle writer thread ends after this long (a sweep of many fits keeps no idle threads); the
 # next write starts a new one.
 WRITER_IDLE_S = 2.0
