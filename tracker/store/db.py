@@ -44,9 +44,10 @@ def make_engine(
 
 
 def load_dialect(url: str) -> None:
-    """Import the SQLAlchemy dialect of `url` (nothing when it cannot be: opening says why)."""
+    """Import the SQLAlchemy dialect of `url` and its driver (nothing when they cannot be:
+    opening says why)."""
     with contextlib.suppress(Exception):
-        make_url(url).get_dialect()
+        make_url(url).get_dialect().import_dbapi()
 
 
 def _server_options(url: str) -> dict[str, Any]:
