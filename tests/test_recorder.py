@@ -14,7 +14,7 @@ import pytest
 
 from tracker import Store, open_store
 from tracker.store.spool import sync
-from tracker.training.recorder import _SHARED, CALLBACK_BUSY_TIMEOUT_S, RunRecorder, shared_store
+from tracker.training.recorder import RunRecorder, shared_store
 
 from .latency import behind_proxy
 
@@ -309,44 +309,6 @@ def test_an_epochs_end_does_not_wait_for_a_heartbeat(tmp_path):
         run = s.get_run(run_id)
     assert run.epochs_done == 1
     recorder.close()
-
-
-def test_the_store_opens_on_the_writer_thread_as_soon_as_asked(pg_url, tmp_path):
-    """The start of a process's first `fit` asks for the store before gathering the run's facts:
-    the connection's round trips to a distant database go on meanwhile, and whatever else the
-    training thread does is not held up by them. A store the process already has is not asked
-    for again."""
-    open_store(pg_url).close()  # the schema exists: a shared database has it
-    with behind_proxy(pg_url, 0.050) as (url, proxy):
-        recorder = RunRecorder(url, spool_path=tmp_path / "spool.db")
-        before = proxy.round_trips
-        recorder.open_soon()
-        # Handed over: connecting takes many round trips of 100 ms, returning took none.
-        assert not _SHARED.is_open(url, CALLBACK_BUSY_TIMEOUT_S)
-        recorder.wait()
-        assert _SHARED.is_open(url, CALLBACK_BUSY_TIMEOUT_S) and recorder.spooled_to is None
-        assert proxy.round_trips - before > 1
-        run_id = _run(recorder)  # on the store it opened: no more connecting
-        recorder.close()
-        again = RunRecorder(url, spool_path=tmp_path / "spool.db")
-        again.open_soon()
-        assert again.pending == 0 and again._writer is None
-        again.close()
-    with open_store(pg_url) as s:
-        assert s.get_run(run_id).epochs_done == 1
-
-
-def test_loading_a_databases_dialect_imports_its_driver(pg_url):
-    """The callback loads it when it is made: an import holds the interpreter lock, and the
-    driver's, left to the writer thread during a process's first `fit`, would stall training."""
-    code = (
-        "import sys\n"
-        "from tracker.store.db import load_dialect\n"
-        "assert 'psycopg' not in sys.modules\n"
-        "load_dialect(sys.argv[1])\n"
-        "assert 'psycopg' in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code, pg_url], check=True)
 
 
 def test_sqlalchemys_first_look_at_a_server_opens_no_transaction(pg_url):

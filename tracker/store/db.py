@@ -44,10 +44,12 @@ def make_engine(
 
 
 def load_dialect(url: str) -> None:
-    """Import the SQLAlchemy dialect of `url` and its driver (nothing when they cannot be:
-    opening says why)."""
+    """Import the SQLAlchemy dialect of `url` (nothing when it cannot be: opening says why).
+
+    Not its driver: psycopg imported before Keras first serialises the model (the run's facts,
+    in the training thread) makes that serialisation's type checks many times slower."""
     with contextlib.suppress(Exception):
-        make_url(url).get_dialect().import_dbapi()
+        make_url(url).get_dialect()
 
 
 def _server_options(url: str) -> dict[str, Any]:

@@ -128,9 +128,8 @@ class TrackingCallback(keras.callbacks.Callback):
         self.resume = resume
         self._store = store
         if store is None:
-            # The database driver (and SQLAlchemy's module for it) is imported now, with the
-            # rest of the library, rather than by the first `fit`: an import holds the
-            # interpreter lock, so one on the writer thread would stall training meanwhile.
+            # The database driver's SQLAlchemy module is imported now, with the rest of the
+            # library, rather than by the first `fit`.
             load_dialect(resolve_url(db))
         # Under the guard the batch hook does nothing of its own (the guard records batches in
         # the training thread), so Keras may keep dispatching the others' asynchronously.
@@ -164,7 +163,6 @@ class TrackingCallback(keras.callbacks.Callback):
         recorder = self._recorder = RunRecorder(
             url, self._store, spool_path=spool.expanduser().resolve()
         )
-        recorder.open_soon()
         cb_list, fit_frame = find_fit(self)
         fit_locals = dict(fit_frame.f_locals) if fit_frame is not None else {}
         others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]

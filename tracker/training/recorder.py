@@ -124,10 +124,6 @@ class _SharedStores:
                 if kept is store:
                     del self._stores[key]
 
-    def is_open(self, url: str, busy_timeout: float) -> bool:
-        with self._lock:
-            return os.getpid() == self._pid and (url, busy_timeout) in self._stores
-
     def shared(self, store: Store) -> bool:
         with self._lock:
             return any(kept is store for kept, _ in self._stores.values())
@@ -165,10 +161,6 @@ atexit.register(_SHARED.close_all)
 def shared_store(url: str, busy_timeout: float = CALLBACK_BUSY_TIMEOUT_S) -> Store:
     """The process's open store for `url`, opened on first use."""
     return _SHARED.get(url, busy_timeout)
-
-
-def open_the_store(store: Store) -> None:
-    """A write of nothing: applying it opens the store (`RunRecorder.open_soon`)."""
 
 
 def _transient(e: Exception) -> bool:
@@ -225,14 +217,6 @@ class RunRecorder:
             assert self._url is not None
             self._store = shared_store(self._url, CALLBACK_BUSY_TIMEOUT_S)
         return self._store
-
-    def open_soon(self) -> None:
-        """Have the writer thread open a store this process has not opened yet, now: connecting
-        to a distant database then overlaps what the start of `fit` does next (its facts), and
-        the first epochs' writes wait less for it, or not at all."""
-        url = self._url
-        if self._store is None and url and not _SHARED.is_open(url, CALLBACK_BUSY_TIMEOUT_S):
-            self.submit(open_the_store)
 
     def call(
         self, op: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwargs
