@@ -73,13 +73,11 @@ def _first_look_outside_a_transaction(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect", insert=True)
     def _before(dbapi_conn: Any, _record: Any) -> None:
-        if hasattr(dbapi_conn, "autocommit"):
-            dbapi_conn.autocommit = True
+        dbapi_conn.autocommit = True
 
     @event.listens_for(engine, "connect")
     def _after(dbapi_conn: Any, _record: Any) -> None:
-        if hasattr(dbapi_conn, "autocommit"):
-            dbapi_conn.autocommit = False
+        dbapi_conn.autocommit = False
 
 
 def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
