@@ -311,15 +311,25 @@ def test_an_epochs_end_does_not_wait_for_a_heartbeat(tmp_path):
     recorder.close()
 
 
-def test_sqlalchemys_first_look_at_a_server_opens_no_transaction(pg_url):
-    """A new engine's first connection asks the server a few settings before anything else; in
-    a transaction that costs a BEGIN and a ROLLBACK more through a distant link. Asked outside
-    one, it costs one round trip a question, and the connection is handed out in the driver's
-    ordinary (transactional) mode all the same."""
-    from sqlalchemy import event
+def test_sqlalchemys_first_look_at_a_server_is_one_round_trip(pg_url):
+    """A new engine's first connection asks the server a few settings before anything else,
+    each a round trip through a distant link (and a BEGIN and a ROLLBACK more when asked in a
+    transaction). Ours asks the two that connecting did not already tell the driver in one
+    statement, outside a transaction, and learns what SQLAlchemy's own dialect learns; the
+    connection is handed out in the driver's ordinary (transactional) mode all the same."""
+    from sqlalchemy import create_engine, event
 
     from tracker.store.db import make_engine
 
+    def learned(engine):
+        d = engine.dialect
+        seen = (d.server_version_info, d.default_schema_name, d.default_isolation_level)
+        return (*seen, d._backslash_escapes, d.supports_identity_columns)
+
+    stock = create_engine(pg_url)
+    with stock.connect():
+        expected = learned(stock)
+    stock.dispose()
     with behind_proxy(pg_url, 0.0) as (url, proxy):
         engine = make_engine(url, pre_ping=False)
         connected: list[int] = []
@@ -330,9 +340,10 @@ def test_sqlalchemys_first_look_at_a_server_opens_no_transaction(pg_url):
             conn.exec_driver_sql("CREATE TEMPORARY TABLE t (x int)")
             conn.rollback()  # a transaction: the table is gone with it
             assert conn.exec_driver_sql("SELECT to_regclass('pg_temp.t')").scalar() is None
+        assert learned(engine) == expected
         engine.dispose()
-    # version, schema, isolation level, standard strings: no BEGIN, no ROLLBACK
-    assert first_look == 4
+    assert stock.dialect.name == engine.dialect.name == "postgresql"
+    assert first_look == 1
 
 
 def test_opening_a_store_at_the_head_revision_is_one_query_after_connecting(pg_url):

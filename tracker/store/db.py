@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.dialects import registry
 from sqlalchemy.exc import DBAPIError
 
 from tracker.config import mask_url
@@ -19,6 +20,11 @@ from tracker.errors import DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 WRITE = "tracker_write"  # execution option: this transaction will write
+
+# psycopg as our engines open it (`engine_url`): loaded, and SQLAlchemy's psycopg dialect with it,
+# only when a URL names it.
+PSYCOPG, OUR_PSYCOPG = "postgresql+psycopg", "postgresql+tracker_psycopg"
+registry.register("postgresql.tracker_psycopg", "tracker.store.postgres", "OneLookPsycopg")
 
 
 def make_engine(
@@ -32,7 +38,7 @@ def make_engine(
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout)
     try:
-        engine = create_engine(url, pool_pre_ping=pre_ping, **_server_options(url))
+        engine = create_engine(engine_url(url), pool_pre_ping=pre_ping, **_server_options(url))
     except ModuleNotFoundError as e:
         raise DatabaseUnavailable(
             f"cannot open {mask_url(url)}: driver {e.name!r} is not installed "
@@ -49,7 +55,15 @@ def load_dialect(url: str) -> None:
     Not its driver: psycopg imported before Keras first serialises the model (the run's facts,
     in the training thread) makes that serialisation's type checks many times slower."""
     with contextlib.suppress(Exception):
-        make_url(url).get_dialect()
+        engine_url(url).get_dialect()
+
+
+def engine_url(url: str) -> URL:
+    """`url` as our engines open it: psycopg through `postgres.OneLookPsycopg`."""
+    parsed = make_url(url)
+    if parsed.drivername == PSYCOPG:
+        return parsed.set(drivername=OUR_PSYCOPG)
+    return parsed
 
 
 def _server_options(url: str) -> dict[str, Any]:
@@ -105,7 +119,10 @@ def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
 
 def unavailable_message(engine: Engine, e: DBAPIError) -> str:
     reason = str(e.orig).strip().splitlines()[0] if e.orig else type(e).__name__
-    url = mask_url(engine.url.render_as_string(hide_password=False))
+    shown = engine.url
+    if shown.drivername == OUR_PSYCOPG:
+        shown = shown.set(drivername=PSYCOPG)
+    url = mask_url(shown.render_as_string(hide_password=False))
     return f"cannot use database {url}: {reason}"
 
 
