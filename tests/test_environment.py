@@ -84,8 +84,27 @@ def test_detached_head_is_named_head(repo):
 def test_each_run_reads_the_git_state_again(repo, monkeypatch):
     _commit(repo)
     monkeypatch.chdir(repo)
-    first = collect_environment()
+    first = dict(collect_environment())  # read as the store reads it, when the run is written
     _commit(repo, "b.txt")
-    second = collect_environment()
+    second = dict(collect_environment())
     assert first["git_commit"] != second["git_commit"]
     assert second["python"] == first["python"] and second["host"] == first["host"]
+
+
+def test_git_runs_when_the_run_is_written_not_when_fit_starts(repo, monkeypatch):
+    """`fit`'s start takes only what belongs to that moment; `git` runs when the store reads the
+    environment (the writer thread's work), once, in the folder `fit` started in."""
+    _commit(repo)
+    monkeypatch.chdir(repo)
+    calls = []
+    run = subprocess.run
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or run(cmd, *a, **k)
+    )
+    env = collect_environment()
+    assert calls == []
+    monkeypatch.chdir(repo.parent)  # the training code moves on; the run keeps its start
+    head = run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    assert env["cwd"] == str(repo) and env["git_commit"] == head.stdout.strip()
+    assert len(calls) == 1
+    assert dict(env) == dict(env) and len(calls) == 1

@@ -2,7 +2,10 @@
 
 What cannot change while the process lives (versions, host, platform) is looked up once per process;
 the git state is read again for every run (code may be edited or committed between two `fit`s), with
-one `git` process in a repository and none outside one.
+one `git` process in a repository and none outside one. What belongs to the moment `fit` starts
+(directory, command line, the modules in use) is taken then; the rest when the run's creation is
+written, on the writer thread, so that a `git` process and package metadata stay out of the
+training thread.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -101,11 +106,6 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _loaded_version(module: str, dist: str) -> str | None:
-    """The version of `module` as imported (the one in use), else as installed, else None."""
-    return getattr(sys.modules.get(module), "__version__", None) or _version(dist)
-
-
 def keras_backend() -> str | None:
     """`keras.backend.backend()` when Keras is imported (it is, by the callback); None else."""
     keras = sys.modules.get("keras")
@@ -115,21 +115,55 @@ def keras_backend() -> str | None:
         return None
 
 
-def collect_environment() -> dict[str, Any]:
+# Modules whose version is recorded: the one imported (in use), else the one installed.
+_PACKAGES = ("tensorflow", "keras", "jax", "torch")
+
+
+class Environment(Mapping[str, Any]):
+    """A run's environment: read as a dict, complete on first read (by the store, on the
+    writer thread) and the same for every read after."""
+
+    def __init__(self) -> None:
+        self._now: dict[str, Any] = {
+            "backend": keras_backend(),
+            "pid": os.getpid(),
+            "cwd": os.getcwd(),
+            "command": [sys.executable, *sys.argv],
+        }
+        for name in _PACKAGES:
+            self._now[name] = getattr(sys.modules.get(name), "__version__", None)
+        self._lock = threading.Lock()
+        self._facts: dict[str, Any] | None = None
+
+    def _complete(self) -> dict[str, Any]:
+        with self._lock:
+            if self._facts is None:
+                self._facts = _with_the_rest(self._now)
+            return self._facts
+
+    def __getitem__(self, key: str) -> Any:
+        return self._complete()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._complete())
+
+    def __len__(self) -> int:
+        return len(self._complete())
+
+
+def _with_the_rest(now: dict[str, Any]) -> dict[str, Any]:
     machine = _machine()
-    env: dict[str, Any] = {
-        "python": machine["python"],
-        "tensorflow": _loaded_version("tensorflow", "tensorflow"),
-        "keras": _loaded_version("keras", "keras"),
-        "backend": keras_backend(),
-        "jax": _loaded_version("jax", "jax"),
-        "torch": _loaded_version("torch", "torch"),
-        "tracker": machine["tracker"],
-        "host": machine["host"],
-        "platform": machine["platform"],
-        "pid": os.getpid(),
-        "cwd": os.getcwd(),
-        "command": [sys.executable, *sys.argv],
-    }
-    env.update(git_state())
+    env: dict[str, Any] = {"python": machine["python"]}
+    for name in _PACKAGES[:2]:
+        env[name] = now[name] or _version(name)
+    env["backend"] = now["backend"]
+    for name in _PACKAGES[2:]:
+        env[name] = now[name] or _version(name)
+    env.update({k: machine[k] for k in ("tracker", "host", "platform")})
+    env.update({k: now[k] for k in ("pid", "cwd", "command")})
+    env.update(git_state(now["cwd"]))
     return env
+
+
+def collect_environment() -> Environment:
+    return Environment()
