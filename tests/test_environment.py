@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -91,20 +93,24 @@ def test_each_run_reads_the_git_state_again(repo, monkeypatch):
     assert second["python"] == first["python"] and second["host"] == first["host"]
 
 
-def test_git_runs_when_the_run_is_written_not_when_fit_starts(repo, monkeypatch):
-    """`fit`'s start takes only what belongs to that moment; `git` runs when the store reads the
-    environment (the writer thread's work), once, in the folder `fit` started in."""
+def test_git_runs_beside_the_thread_that_starts_fit(repo, monkeypatch):
+    """`fit`'s start takes only what belongs to that moment; `git` runs on a thread of its own,
+    once, in the folder `fit` started in, and a read waits for it."""
     _commit(repo)
     monkeypatch.chdir(repo)
-    calls = []
+    threads = []
     run = subprocess.run
     monkeypatch.setattr(
-        subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or run(cmd, *a, **k)
+        subprocess,
+        "run",
+        lambda cmd, *a, **k: threads.append(threading.current_thread()) or run(cmd, *a, **k),
     )
     env = collect_environment()
-    assert calls == []
     monkeypatch.chdir(repo.parent)  # the training code moves on; the run keeps its start
+    deadline = time.monotonic() + 30
+    while not threads and time.monotonic() < deadline:  # not read yet: git runs all the same
+        time.sleep(0.01)
     head = run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
     assert env["cwd"] == str(repo) and env["git_commit"] == head.stdout.strip()
-    assert len(calls) == 1
-    assert dict(env) == dict(env) and len(calls) == 1
+    assert dict(env) == dict(env) and len(threads) == 1
+    assert threads[0] is not threading.current_thread()

@@ -3,13 +3,13 @@
 What cannot change while the process lives (versions, host, platform) is looked up once per process;
 the git state is read again for every run (code may be edited or committed between two `fit`s), with
 one `git` process in a repository and none outside one. What belongs to the moment `fit` starts
-(directory, command line, the modules in use) is taken then; the rest when the run's creation is
-written, on the writer thread, so that a `git` process and package metadata stay out of the
-training thread.
+(directory, command line, the modules in use) is taken then; the rest on a thread of its own, so
+that a `git` process and package metadata stay out of the training thread, while the store opens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -120,8 +120,7 @@ _PACKAGES = ("tensorflow", "keras", "jax", "torch")
 
 
 class Environment(Mapping[str, Any]):
-    """A run's environment: read as a dict, complete on first read (by the store, on the
-    writer thread) and the same for every read after."""
+    """A run's environment, read as a dict: a read waits until it is complete."""
 
     def __init__(self) -> None:
         self._now: dict[str, Any] = {
@@ -134,11 +133,16 @@ class Environment(Mapping[str, Any]):
             self._now[name] = getattr(sys.modules.get(name), "__version__", None)
         self._lock = threading.Lock()
         self._facts: dict[str, Any] | None = None
+        with contextlib.suppress(RuntimeError):  # none at interpreter shutdown: done when read
+            threading.Thread(target=self._complete, name="tracker-environment", daemon=True).start()
 
     def _complete(self) -> dict[str, Any]:
         with self._lock:
             if self._facts is None:
-                self._facts = _with_the_rest(self._now)
+                try:
+                    self._facts = _with_the_rest(self._now)
+                except Exception:  # noqa: BLE001 - what cannot be learned is left out, not the run
+                    self._facts = dict(self._now)
             return self._facts
 
     def __getitem__(self, key: str) -> Any:
