@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -114,3 +115,25 @@ def test_git_runs_beside_the_thread_that_starts_fit(repo, monkeypatch):
     assert env["cwd"] == str(repo) and env["git_commit"] == head.stdout.strip()
     assert dict(env) == dict(env) and len(threads) == 1
     assert threads[0] is not threading.current_thread()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_as_fit_starts_completes_the_environment(repo, monkeypatch):
+    """A data loader's worker may be forked while the environment is still being learned: the
+    child reads it whole, instead of waiting for a thread that is not there."""
+    _commit(repo)
+    monkeypatch.chdir(repo)
+    env = collect_environment()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        try:
+            os._exit(0 if dict(env).get("git_commit") else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0

@@ -9,7 +9,6 @@ that a `git` process and package metadata stay out of the training thread, while
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import socket
@@ -120,7 +119,10 @@ _PACKAGES = ("tensorflow", "keras", "jax", "torch")
 
 
 class Environment(Mapping[str, Any]):
-    """A run's environment, read as a dict: a read waits until it is complete."""
+    """A run's environment, read as a dict: a read waits until it is complete.
+
+    No lock: in a child forked meanwhile the thread does not exist, and a read there completes
+    the environment itself."""
 
     def __init__(self) -> None:
         self._now: dict[str, Any] = {
@@ -131,19 +133,28 @@ class Environment(Mapping[str, Any]):
         }
         for name in _PACKAGES:
             self._now[name] = getattr(sys.modules.get(name), "__version__", None)
-        self._lock = threading.Lock()
         self._facts: dict[str, Any] | None = None
-        with contextlib.suppress(RuntimeError):  # none at interpreter shutdown: done when read
-            threading.Thread(target=self._complete, name="tracker-environment", daemon=True).start()
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._fill, name="tracker-environment", daemon=True
+        )
+        try:
+            self._thread.start()
+        except RuntimeError:  # no new thread at interpreter shutdown: completed when read
+            self._thread = None
+
+    def _fill(self) -> None:
+        try:
+            self._facts = _with_the_rest(self._now)
+        except Exception:  # noqa: BLE001 - what cannot be learned is left out, not the run
+            self._facts = dict(self._now)
 
     def _complete(self) -> dict[str, Any]:
-        with self._lock:
-            if self._facts is None:
-                try:
-                    self._facts = _with_the_rest(self._now)
-                except Exception:  # noqa: BLE001 - what cannot be learned is left out, not the run
-                    self._facts = dict(self._now)
-            return self._facts
+        if self._facts is None and self._thread is not None:
+            self._thread.join()
+        if self._facts is None:  # no thread, or one that a fork left behind
+            self._fill()
+        assert self._facts is not None
+        return self._facts
 
     def __getitem__(self, key: str) -> Any:
         return self._complete()[key]
