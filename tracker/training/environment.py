@@ -114,7 +114,7 @@ def keras_backend() -> str | None:
         return None
 
 
-# Modules whose version is recorded: the one imported (in use), else the one installed.
+# Packages whose version is recorded: the one imported (in use), else the one installed.
 _PACKAGES = ("tensorflow", "keras", "jax", "torch")
 
 
@@ -168,16 +168,25 @@ class Environment(Mapping[str, Any]):
 
 def _with_the_rest(now: dict[str, Any]) -> dict[str, Any]:
     machine = _machine()
-    env: dict[str, Any] = {"python": machine["python"]}
-    for name in _PACKAGES[:2]:
-        env[name] = now[name] or _version(name)
-    env["backend"] = now["backend"]
-    for name in _PACKAGES[2:]:
-        env[name] = now[name] or _version(name)
-    env.update({k: machine[k] for k in ("tracker", "host", "platform")})
-    env.update({k: now[k] for k in ("pid", "cwd", "command")})
-    env.update(git_state(now["cwd"]))
-    return env
+
+    def in_use(name: str) -> str | None:
+        return now[name] or _version(name)
+
+    return {
+        "python": machine["python"],
+        "tensorflow": in_use("tensorflow"),
+        "keras": in_use("keras"),
+        "backend": now["backend"],
+        "jax": in_use("jax"),
+        "torch": in_use("torch"),
+        "tracker": machine["tracker"],
+        "host": machine["host"],
+        "platform": machine["platform"],
+        "pid": now["pid"],
+        "cwd": now["cwd"],
+        "command": now["command"],
+        **git_state(now["cwd"]),
+    }
 
 
 def collect_environment() -> Environment:
