@@ -11,8 +11,10 @@ import contextlib
 import dataclasses
 import os
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +31,8 @@ from tracker.records import MetricPoint
 CHROMIUM = os.environ.get("TRACKER_TEST_CHROMIUM", "/usr/bin/chromium")
 HOSTILE = "<img src=x onerror=alert(1)>"
 LONG_HEARTBEAT = 3600.0  # the open run stays `running` for the whole module
+# charts drawn or their error shown (a function: the page's CSP forbids eval, Playwright's too)
+SETTLED = "() => ['ready', 'error'].includes(document.querySelector('#charts')?.dataset.state)"
 
 
 @dataclass
@@ -294,22 +298,41 @@ class Watched:
     errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
     hosts: set[str] = field(default_factory=set)
+    pending: dict[Any, float] = field(default_factory=dict)  # request -> when it was sent
 
     def open(self, path: str) -> Any:
         response = self.page.goto(self.base + path)
         self.page.wait_for_load_state("load")
         return response
 
-    def charts(self, timeout: float = 10_000) -> list[dict[str, Any]]:
-        """window.trackerCharts once the charts are drawn."""
-        # a function, not an expression: the page's CSP forbids eval, Playwright's too
-        self.page.wait_for_function(
-            "() => ['ready', 'error'].includes(document.querySelector('#charts')?.dataset.state)",
-            timeout=timeout,
-        )
+    def charts(self, timeout: float = 30_000) -> list[dict[str, Any]]:
+        """window.trackerCharts once the charts are drawn. A page that does not settle fails
+        with what it was waiting for; the wait is long enough for a loaded machine (charts
+        take well under a second here), short of hiding a request that never ends."""
+        try:
+            self.page.wait_for_function(SETTLED, timeout=timeout)
+            unsettled = None
+        except Exception as e:  # noqa: BLE001 - reported with what the page and server were doing
+            unsettled = f"{str(e).splitlines()[0]}\n{self.stalled()}"
+        if unsettled:
+            pytest.fail(unsettled, pytrace=False)
         state = self.page.eval_on_selector("#charts", "e => e.dataset.state")
         assert state == "ready", self.page.inner_text("#charts")
         return self.page.evaluate("window.trackerCharts")
+
+    def stalled(self) -> str:
+        """What a page that did not settle was waiting for: its requests still unanswered and
+        the stacks of the process's other threads (the UI server's among them)."""
+        now = time.monotonic()
+        lines = [f"charts state: {self.page.eval_on_selector('#charts', 'e => e.dataset.state')}"]
+        lines += [f"unanswered after {now - t:.1f} s: {r.url}" for r, t in self.pending.items()]
+        main = threading.main_thread().ident
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            stack = "".join(traceback.format_stack(frame)[-8:])
+            if ident != main and "self.queue.get()" not in stack:  # not an idle worker
+                lines.append(f"thread {names.get(ident, ident)}:\n{stack}")
+        return "\n".join(lines)
 
 
 def watch(page: Any, base: str) -> Watched:
@@ -321,7 +344,14 @@ def watch(page: Any, base: str) -> Watched:
 
     page.on("console", console)
     page.on("pageerror", lambda e: w.errors.append(f"page error: {e}"))
-    page.on("request", lambda r: w.hosts.add(urlsplit(r.url).netloc))
+
+    def request(r: Any) -> None:
+        w.hosts.add(urlsplit(r.url).netloc)
+        w.pending[r] = time.monotonic()
+
+    page.on("request", request)
+    page.on("requestfinished", lambda r: w.pending.pop(r, None))
+    page.on("requestfailed", lambda r: w.pending.pop(r, None))
 
     def dialog(d: Any) -> None:
         w.dialogs.append(d.message)
