@@ -11,6 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -112,8 +114,51 @@ class Postgres:
     def settings(self) -> str:
         return "throwaway cluster of tests/pgcluster.py (fsync=off), local TCP"
 
+    def pin(self, cpus: set[int]) -> None:
+        """Run the server's processes on `cpus`: the postmaster and those it has started (the
+        backends it starts later inherit its cores)."""
+        postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        for pid in [postmaster, *_children(postmaster)]:
+            os.sched_setaffinity(pid, cpus)
+
     def stop(self) -> None:
         self.cluster.stop()
+
+
+def _children(parent: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == parent:  # the field after the state: the parent's pid
+            out.append(int(stat.parent.name))
+    return out
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """The cores this process may use, as (training's, the other machine's): the last one for a
+    database \"on another machine\" and its link, the rest for training. None with one core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
+@contextmanager
+def on_cpus(cpus: set[int] | None) -> Iterator[None]:
+    """Processes started inside run on `cpus` (a child inherits the cores of the thread that
+    starts it; this process's other threads keep theirs)."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def dbname(url: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import threading
 import time
 
@@ -27,10 +28,18 @@ CHUNK = 1 << 16
 class LatencyProxy:
     """Forwards 127.0.0.1:`port` to `target`, `delay_s` late in each direction."""
 
-    def __init__(self, target_host: str, target_port: int, delay_s: float, port: int = 0) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        delay_s: float,
+        port: int = 0,
+        cpus: set[int] | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
         self.delay_s = delay_s
         self.port = port
+        self.cpus = cpus  # the cores of the proxy's thread (None: the caller's)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -48,6 +57,8 @@ class LatencyProxy:
         return self.port
 
     def _serve(self, ready: threading.Event) -> None:
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)  # this thread only
         self._loop = asyncio.new_event_loop()
         self._server = self._loop.run_until_complete(
             asyncio.start_server(self._client, "127.0.0.1", self.port)

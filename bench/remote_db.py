@@ -1,5 +1,7 @@
 """6. A database on another machine: `model.fit` of the tiny model with PostgreSQL behind a link
-that adds 0, 1 and 5 ms each way (bench/latency_proxy.py on loopback, in this process).
+that adds 0, 1 and 5 ms each way (bench/latency_proxy.py on loopback, in this process). The server
+and the link run on a core of their own (the last), the fits on the others, as the machine at the
+other end of a link would; with one core they share it.
 
 For each delay, tracker (bench/fit_latency.py) and MLflow's Keras callback (mlflow_driver.py
 `fit_latency`, its tracking store on the same proxied server) each train in a process of their
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 
 from common import percentile
 from fit_overhead import overheads
-from harness import BENCH, Context, run_json
+from harness import BENCH, Context, on_cpus, run_json, split_cpus
 from latency_proxy import LatencyProxy
 
 
@@ -70,11 +72,20 @@ def run(ctx: Context, backend: str) -> dict[str, Any]:
     out: dict[str, Any] = {**shape, "reps": size.latency_reps, "delays": {}}
     out["first_fit_procs"] = size.first_fit_procs
     server = urlsplit(ctx.postgres.server_url)
+    # The database is "on another machine": the server and the link run on a core of their
+    # own, the fits (tracked or not, either tool) on the others. On one core they share it.
+    split = split_cpus()
+    training, elsewhere = split if split else (None, None)
+    if elsewhere is not None:
+        ctx.postgres.pin(elsewhere)
+    out["cpus"] = {"training": sorted(training or ()), "server_and_link": sorted(elsewhere or ())}
     for delay_ms in size.latency_delays_ms:
-        proxy = LatencyProxy(server.hostname or "127.0.0.1", server.port or 5432, delay_ms / 1e3)
+        host, port = server.hostname or "127.0.0.1", server.port or 5432
+        proxy = LatencyProxy(host, port, delay_ms / 1e3, cpus=elsewhere)
         port = proxy.start()
         try:
-            out["delays"][str(delay_ms)] = _one_delay(ctx, proxy, port, delay_ms, shape)
+            with on_cpus(training):
+                out["delays"][str(delay_ms)] = _one_delay(ctx, proxy, port, delay_ms, shape)
         finally:
             proxy.stop()
     return out

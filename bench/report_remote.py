@@ -66,6 +66,23 @@ def verdict(in_hooks: float, t: dict[str, Any]) -> str:
     return "**unclear** (in hooks within; end to end within noise of the target)"
 
 
+def _cores(cpus: dict[str, list[int]] | None) -> str:
+    if not cpus or not cpus.get("server_and_link"):
+        return (
+            "The server, the proxy and the fits shared the machine's cores: the database's own "
+            "work competed with training, as it would not on another machine."
+        )
+    return (
+        f"The server and the proxy ran on {_cpu_list(cpus['server_and_link'])}, the fits "
+        f"(tracked or not, either tool) on {_cpu_list(cpus['training'])}: the database's own "
+        "work is done at the other end of the link, as on another machine."
+    )
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    return ("core " if len(cpus) == 1 else "cores ") + ", ".join(map(str, cpus))
+
+
 def _trips(trips: dict[str, Any] | None) -> str:
     if not trips:
         return "–"
@@ -94,7 +111,8 @@ def section(r: dict[str, Any]) -> Lines:
         "in one transaction, waits for all of them. MLflow: `mlflow.keras."
         "MlflowCallback()` with `mlflow.start_run()` / `end_run()` around the fit, its tracking "
         "store the same server through the same proxy (the SQLAlchemy store, as in the other "
-        "benchmarks: MLflow's tracking server would put one more hop, not less, behind the link).",
+        "benchmarks: MLflow's tracking server would put one more hop, not less, behind the link). "
+        + _cores(f.get("cpus")),
         "",
         "*End of an epoch*: how long the tool's end-of-epoch work holds training up, median (and "
         "p95, max) over every epoch of every fit (tracker: the work its fit guard runs after the "

@@ -4,6 +4,7 @@ live in bench/RESULTS.md, measured by a full run, and MLflow is not needed (--sk
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,12 @@ def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server)
     (only,) = results["benchmarks"]["remote_db"].values()
     size = results["size"]
     assert [float(d) for d in only["delays"]] == size["latency_delays_ms"]
+    # the server and its link on a core of their own, the fits on the others
+    cores = os.sched_getaffinity(0)
+    training, elsewhere = set(only["cpus"]["training"]), set(only["cpus"]["server_and_link"])
+    if len(cores) > 1:
+        assert training and elsewhere and not training & elsewhere
+        assert training | elsewhere == cores
     for d in only["delays"].values():
         tracked = d["tracker"]["tracker_epoch"]
         # every epoch of every timed fit was seen ending, and the run was never spooled
