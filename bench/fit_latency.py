@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from collections import defaultdict
@@ -148,6 +149,7 @@ def main() -> None:
         "first_fit": fits[0],
         "fits": fits[1:],
         "loadavg": {"before": before, "after": loadavg()},
+        "cpus": sorted(os.sched_getaffinity(0)),  # the cores this process trained on
     }
     print("BENCH_JSON " + json.dumps(result), flush=True)
 

@@ -3,6 +3,7 @@ own virtualenv (made on first use), subprocess helpers and the machine descripti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -119,7 +120,8 @@ class Postgres:
         backends it starts later inherit its cores)."""
         postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
         for pid in [postmaster, *_children(postmaster)]:
-            os.sched_setaffinity(pid, cpus)
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.sched_setaffinity(pid, cpus)
 
     def stop(self) -> None:
         self.cluster.stop()

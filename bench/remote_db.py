@@ -115,6 +115,7 @@ def _one_delay(
     res = run_json([*command, f"--reps={size.latency_reps}"], cwd=work)
     out: dict[str, Any] = {"delay_ms": delay_ms, "tracker": overheads(res["times"])}
     out["tracker"]["round_trips"] = _round_trips(proxy.round_trips - before, res)
+    out["tracker"]["fit_cpus"] = res["cpus"]
     base = out["tracker"]["none"]["seconds"]["median"]
     out["tracker"]["tracker_epoch"].update(holdups(res["fits"], base, TRACKER_HOOKS))
     # A process's first fit, in more processes of their own (one fit each after the warm-up):

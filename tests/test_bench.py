@@ -87,6 +87,7 @@ def test_remote_db_runs_behind_the_proxy_on_postgresql_only(tmp_path, pg_server)
         assert training | elsewhere == cores
     for d in only["delays"].values():
         tracked = d["tracker"]["tracker_epoch"]
+        assert set(d["tracker"]["fit_cpus"]) == (training if len(cores) > 1 else cores)
         # every epoch of every timed fit was seen ending, and the run was never spooled
         assert tracked["epoch_ends"] == size["latency_reps"] * size["fit_epochs"]
         assert tracked["train_end_s"] > 0 and d["tracker"]["none"]["seconds"]["n"] >= 1
