@@ -7,12 +7,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 import warnings
 
 import pytest
 
 from tracker import Store, open_store
+from tracker.errors import RunNotFound
 from tracker.store.spool import sync
 from tracker.training.recorder import RunRecorder, shared_store
 
@@ -143,6 +145,31 @@ def test_handed_writes_land_in_order_and_at_most_one_epoch_is_in_flight(db_url, 
         assert (run.status, run.epochs_done) == ("finished", len(losses))
         assert recorder.pending == 0 and recorder.spooled_to is None
         recorder.close()
+
+
+def test_writes_handed_over_while_held_are_written_when_it_ends_in_order(db_url, tmp_path):
+    """`on_train_begin` hands the run's creation over first and holds it: the writer thread,
+    whose first work opens the store, starts when the hook's own work is done. A write that
+    must be applied at once (`call`) is applied after what was held, not stuck behind it."""
+    recorder = RunRecorder(db_url, spool_path=tmp_path / "spool.db")
+    run_id = uuid.uuid4().hex
+    with recorder.held():
+        recorder.submit(Store.create_run, run_id=run_id, experiment="held")
+        recorder.submit(Store.log_epoch, run_id, 0, {"loss": 1.0})
+        time.sleep(0.2)  # ample for a writer thread to write both, were one started
+        assert recorder.pending == 2
+        with open_store(db_url) as s, pytest.raises(RunNotFound):
+            s.get_run(run_id)
+    recorder.wait()
+    assert recorder.pending == 0 and _epochs(db_url, run_id) == [(0, 1.0)]
+
+    with recorder.held():
+        recorder.submit(Store.log_epoch, run_id, 1, {"loss": 0.5})
+        recorder.call(Store.finish_run, run_id, status="finished", stop_reason="completed")
+    assert _epochs(db_url, run_id) == [(0, 1.0), (1, 0.5)]
+    with open_store(db_url) as s:
+        assert s.get_run(run_id).status == "finished"
+    recorder.close()
 
 
 def test_a_failed_write_on_the_writer_warns_and_later_writes_still_land(db_url, tmp_path):

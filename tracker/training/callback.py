@@ -163,6 +163,10 @@ class TrackingCallback(keras.callbacks.Callback):
         recorder = self._recorder = RunRecorder(
             url, self._store, spool_path=spool.expanduser().resolve()
         )
+        with recorder.held():  # the store opens once this hook's own work is done
+            self._begin_recorded(recorder)
+
+    def _begin_recorded(self, recorder: RunRecorder) -> None:
         cb_list, fit_frame = find_fit(self)
         fit_locals = dict(fit_frame.f_locals) if fit_frame is not None else {}
         others = self._others = [c for c in getattr(cb_list, "callbacks", []) if c is not self]

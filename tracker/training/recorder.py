@@ -49,7 +49,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -201,6 +202,7 @@ class RunRecorder:
         self._writing = False
         self._current: Callable[..., Any] | None = None  # the write being applied
         self._writer: threading.Thread | None = None
+        self._held = False  # hand-overs wait in the inbox for `held` to end
 
     @property
     def pending(self) -> int:
@@ -242,6 +244,28 @@ class RunRecorder:
         epoch)."""
         with self._handoff:
             self._inbox.append((op, args, kwargs))
+            if self._held:
+                return
+        self._start_writing()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Writes handed over inside wait until it ends to be written. The writer thread's
+        first work in a process (opening the store: imports, connecting) holds the interpreter
+        lock for long stretches; begun at the end of the hook that hands the run's creation over,
+        it does not slow the rest of that hook."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            self._start_writing()
+
+    def _start_writing(self) -> None:
+        """Wake the writer thread for what is in the inbox, or start one."""
+        with self._handoff:
+            if not self._inbox:
+                return
             if self._writer is not None:
                 self._handoff.notify_all()
                 return
@@ -272,6 +296,7 @@ class RunRecorder:
     def _wait_idle(self, beats: bool = True) -> None:
         if threading.current_thread() is self._writer:
             return
+        self._start_writing()  # what `held` keeps is waited for too
         with self._handoff:
             while self._unapplied(beats):
                 self._handoff.wait()
