@@ -429,6 +429,37 @@ def test_batches_are_recorded_in_order_under_async_dispatch(store, tmp_path, mon
     assert times == sorted(times)
 
 
+def test_git_runs_off_the_training_thread_and_the_run_has_its_commit(store, tmp_path, monkeypatch):
+    """The run's git state is learned by the writer thread as it writes the run's creation:
+    no `git` process is started from the thread that trains."""
+    import subprocess
+    import threading
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "train.py").write_text("print('fit')\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    monkeypatch.chdir(repo)
+    started_on = []
+    run = subprocess.run
+
+    def recorded(cmd, *a, **k):
+        if cmd and cmd[0] == "git":
+            started_on.append(threading.current_thread())
+        return run(cmd, *a, **k)
+
+    monkeypatch.setattr(subprocess, "run", recorded)
+    cb = _cb(store, tmp_path)
+    fit(model(), [cb], epochs=2)
+    assert started_on and threading.current_thread() not in started_on
+    environment = store.get_run(cb.run_id).environment
+    assert environment["git_commit"] == head.stdout.strip() and environment["cwd"] == str(repo)
+
+
 def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):
     """The database cannot be opened at all: training goes on, the whole run lands in the spool
     (named once in a warning), and `tracker sync` moves it into the database later."""

@@ -94,9 +94,10 @@ def test_each_run_reads_the_git_state_again(repo, monkeypatch):
     assert second["python"] == first["python"] and second["host"] == first["host"]
 
 
-def test_git_runs_beside_the_thread_that_starts_fit(repo, monkeypatch):
-    """`fit`'s start takes only what belongs to that moment; `git` runs on a thread of its own,
-    once, in the folder `fit` started in, and a read waits for it."""
+def test_git_runs_when_the_environment_is_first_read_not_as_fit_starts(repo, monkeypatch):
+    """`fit`'s start takes only what belongs to that moment; `git` runs when the environment is
+    first read (the writer thread reads it as it writes the run's creation), once, in the
+    folder `fit` started in."""
     _commit(repo)
     monkeypatch.chdir(repo)
     threads = []
@@ -108,13 +109,13 @@ def test_git_runs_beside_the_thread_that_starts_fit(repo, monkeypatch):
     )
     env = collect_environment()
     monkeypatch.chdir(repo.parent)  # the training code moves on; the run keeps its start
-    deadline = time.monotonic() + 30
-    while not threads and time.monotonic() < deadline:  # not read yet: git runs all the same
-        time.sleep(0.01)
+    assert threads == []
+    reader = threading.Thread(target=lambda: dict(env))
+    reader.start()
+    reader.join()
     head = run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
     assert env["cwd"] == str(repo) and env["git_commit"] == head.stdout.strip()
-    assert dict(env) == dict(env) and len(threads) == 1
-    assert threads[0] is not threading.current_thread()
+    assert dict(env) == dict(env) and threads == [reader]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")

@@ -3,8 +3,9 @@
 What cannot change while the process lives (versions, host, platform) is looked up once per process;
 the git state is read again for every run (code may be edited or committed between two `fit`s), with
 one `git` process in a repository and none outside one. What belongs to the moment `fit` starts
-(directory, command line, the modules in use) is taken then; the rest on a thread of its own, so
-that a `git` process and package metadata stay out of the training thread, while the store opens.
+(directory, command line, the modules in use) is taken then; the rest when the environment is first
+read, which is on the writer thread as it writes the run's creation, so that a `git` process and
+package metadata stay out of the training thread and off the hook that starts the run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import platform
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import metadata
@@ -119,10 +119,10 @@ _PACKAGES = ("tensorflow", "keras", "jax", "torch")
 
 
 class Environment(Mapping[str, Any]):
-    """A run's environment, read as a dict: a read waits until it is complete.
+    """A run's environment, read as a dict: the first read completes it.
 
-    No lock: in a child forked meanwhile the thread does not exist, and a read there completes
-    the environment itself."""
+    No thread and no lock: two threads reading at once would both learn the same facts, and a
+    child forked before the first read learns them itself."""
 
     def __init__(self) -> None:
         self._now: dict[str, Any] = {
@@ -134,27 +134,16 @@ class Environment(Mapping[str, Any]):
         for name in _PACKAGES:
             self._now[name] = getattr(sys.modules.get(name), "__version__", None)
         self._facts: dict[str, Any] | None = None
-        self._thread: threading.Thread | None = threading.Thread(
-            target=self._fill, name="tracker-environment", daemon=True
-        )
-        try:
-            self._thread.start()
-        except RuntimeError:  # no new thread at interpreter shutdown: completed when read
-            self._thread = None
-
-    def _fill(self) -> None:
-        try:
-            self._facts = _with_the_rest(self._now)
-        except Exception:  # noqa: BLE001 - what cannot be learned is left out, not the run
-            self._facts = dict(self._now)
 
     def _complete(self) -> dict[str, Any]:
-        if self._facts is None and self._thread is not None:
-            self._thread.join()
-        if self._facts is None:  # no thread, or one that a fork left behind
-            self._fill()
-        assert self._facts is not None
-        return self._facts
+        facts = self._facts
+        if facts is None:
+            try:
+                facts = _with_the_rest(self._now)
+            except Exception:  # noqa: BLE001 - what cannot be learned is left out, not the run
+                facts = dict(self._now)
+            self._facts = facts
+        return facts
 
     def __getitem__(self, key: str) -> Any:
         return self._complete()[key]
