@@ -18,7 +18,9 @@ When an epoch ends, the training thread first waits for what it handed over befo
 epoch's writes, with the run's creation for the first epoch's) to be applied (`wait`:
 backpressure), then hands over this epoch's and goes on; the first epoch's end waits for nothing,
 so that opening the store (a process's first connection: through a distant link, several round
-trips) overlaps the first two epochs. A `kill -9` loses at most the epoch being written (until
+trips) overlaps the first two epochs. What `on_train_begin` hands over is `held` until the hook's
+own work is done: the writer thread's first work in a process (imports, connecting) would
+otherwise take the interpreter from the rest of the hook. A `kill -9` loses at most the epoch being written (until
 the second epoch's end, with the run's creation, if the process dies before it was applied).
 The fit's last epoch is kept by the session instead, and written with the run's end in one
 transaction, unless that end is late (`RunSession`). What a caller must see applied
