@@ -20,8 +20,9 @@ backpressure), then hands over this epoch's and goes on; the first epoch's end w
 so that opening the store (a process's first connection: through a distant link, several round
 trips) overlaps the first two epochs. What `on_train_begin` hands over is `held` until the hook's
 own work is done: the writer thread's first work in a process (imports, connecting) would
-otherwise take the interpreter from the rest of the hook. A `kill -9` loses at most the epoch being written (until
-the second epoch's end, with the run's creation, if the process dies before it was applied).
+otherwise take the interpreter from the rest of the hook. A `kill -9` loses at most the epoch
+being written (until the second epoch's end, with the run's creation, if the process dies before
+it was applied).
 The fit's last epoch is kept by the session instead, and written with the run's end in one
 transaction, unless that end is late (`RunSession`). What a caller must see applied
 before it goes on (a resumed run, facts it reads back, the run's end) is written with `call`,
