@@ -10,6 +10,7 @@ import pytest
 from tracker import checkpoint_files
 
 from .conftest import IN_CI
+from .git_repo import commit, git, make_repo
 from .keras_helpers import data, fit, model, tensorflow_only
 
 keras = pytest.importorskip("keras") if not IN_CI else __import__("keras")
@@ -435,14 +436,9 @@ def test_git_runs_off_the_training_thread_and_the_run_has_its_commit(store, tmp_
     import subprocess
     import threading
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    (repo / "train.py").write_text("print('fit')\n")
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, "train.py", "print('fit')\n")
+    head = git(repo, "rev-parse", "HEAD")
     monkeypatch.chdir(repo)
     started_on = []
     run = subprocess.run
@@ -457,7 +453,7 @@ def test_git_runs_off_the_training_thread_and_the_run_has_its_commit(store, tmp_
     fit(model(), [cb], epochs=2)
     assert started_on and threading.current_thread() not in started_on
     environment = store.get_run(cb.run_id).environment
-    assert environment["git_commit"] == head.stdout.strip() and environment["cwd"] == str(repo)
+    assert environment["git_commit"] == head and environment["cwd"] == str(repo)
 
 
 def test_unreachable_database_spools_the_run_and_sync_pushes_it(tmp_path):

@@ -13,6 +13,9 @@ import pytest
 from tracker.training.environment import _git_state_by_parts, collect_environment, git_state
 
 from .conftest import IN_CI
+from .git_repo import commit as _commit
+from .git_repo import git as _git
+from .git_repo import make_repo
 
 # Under CI the machine has git (it cloned the repository) and a skip would only hide a failure.
 pytestmark = pytest.mark.skipif(
@@ -20,27 +23,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _git(cwd, *args):
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-    )
-
-
 @pytest.fixture
 def repo(tmp_path):
-    path = tmp_path / "repo"
-    path.mkdir()
-    _git(path, "init", "-q", "-b", "work")
-    return path
-
-
-def _commit(repo, name="a.txt", text="a"):
-    (repo / name).write_text(text)
-    _git(repo, "add", name)
-    _git(repo, "commit", "-q", "-m", name)
+    return make_repo(tmp_path / "repo")
 
 
 def test_outside_a_repository_no_git_process_runs(tmp_path, monkeypatch):
