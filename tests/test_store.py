@@ -62,6 +62,47 @@ def test_writes_to_an_unknown_run_raise_run_not_found(store: Store):
         store.log_epoch("0" * 32, 0, {"loss": 1.0})
 
 
+def _poison_summaries_of(store: Store, key: str) -> None:
+    """A trigger that fails the insert of `key`'s summary: a write that fails in the database,
+    after the run's row and the metric points were written in the same transaction."""
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER poison BEFORE INSERT ON metric_summaries"
+                f" WHEN NEW.key = '{key}' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+            )
+            return
+        conn.exec_driver_sql(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.key = '{key}' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON metric_summaries"
+            " FOR EACH ROW EXECUTE FUNCTION poison()"
+        )
+
+
+def test_an_epochs_write_is_all_or_nothing(store: Store):
+    """An epoch's write that the database refuses half-way leaves the run as it was: not its
+    count of epochs, nor a point or a summary of that epoch, epoch or batch level."""
+    run_id = store.create_run().id
+    at = datetime.now(timezone.utc)
+    store.log_epoch(run_id, 0, {"loss": 2.0}, batches=[MetricPoint("loss", 0, 0, 2.5, at)])
+    _poison_summaries_of(store, "poison")
+    batch = [MetricPoint("loss", 1, s, 1.5, at) for s in range(3)]
+    with pytest.raises(Exception, match="poisoned"):  # SQLite's RAISE is a constraint's error
+        store.log_epoch(run_id, 1, {"loss": 1.0, "poison": 0.0}, batches=batch)
+    run = store.get_run(run_id)
+    assert (run.epochs_done, run.last_epoch) == (1, 0)
+    assert [(p.epoch, p.value) for p in store.metric_history(run_id)] == [(0, 2.0)]
+    assert [(p.epoch, p.step) for p in store.metric_history(run_id, batches=True)] == [(0, 0)]
+    assert list(store.summaries(run_id)) == ["loss"]
+    assert store.summaries(run_id)["loss"].last_epoch == 0
+    store.log_epoch(run_id, 1, {"loss": 1.0}, batches=batch)  # the next write goes through
+    assert store.get_run(run_id).epochs_done == 2
+    assert len(store.metric_history(run_id, batches=True)) == 4
+
+
 def test_generated_names_are_readable_and_distinct(store: Store):
     names = {store.create_run().name for _ in range(5)}
     assert len(names) == 5

@@ -237,10 +237,12 @@ def test_series_zoom_and_after_epoch(store, client):
     assert set(later["epoch"]) == {3} and later["total"] == 500
 
 
-def seed_awkward_batches(store, steps_per_epoch):
+def seed_awkward_batches(store, steps_per_epoch, epoch_writes=False):
     """A batch-level `loss` that tests every rule of the blocks: NaN (alone and whole blocks of
     it), infinities, ties of the minimum and maximum, a missing step, epochs of different
-    lengths, written in chunks that split blocks (so stored blocks are merged with new points)."""
+    lengths, written in chunks that split blocks (so stored blocks are merged with new points).
+    With `epoch_writes`, the last two thirds of each epoch's points come with its epoch's
+    write (on PostgreSQL a statement of its own), the first third in chunks before it."""
     run_id = seed_run(store, {"loss": [1.0] * 6}, name="awkward")
     if steps_per_epoch:
         store.update_run(run_id, fit_params={"steps": steps_per_epoch})
@@ -254,16 +256,28 @@ def seed_awkward_batches(store, steps_per_epoch):
             v = math.nan if rng.random() < 0.05 or (e == 4 and 128 <= s < 192) else v
             v = {(0, 10): math.inf, (4, 5): -math.inf, (5, 256): math.nan}.get((e, s), v)
             points.append(MetricPoint("loss", e, s, v, T0))
+    if epoch_writes:
+        for e in range(6):
+            mine = [p for p in points if p.epoch == e]
+            first = mine[: len(mine) // 3]
+            for i in range(0, len(first), 37):
+                store.log_batch_metrics(run_id, first[i : i + 37])
+            store.log_epoch(run_id, e, {}, batches=mine[len(first) :])
+        return run_id
     for i in range(0, len(points), 37):
         store.log_batch_metrics(run_id, points[i : i + 37])
     return run_id
 
 
-@pytest.mark.parametrize("steps_per_epoch", [None, 800])
-def test_batch_series_from_blocks_equal_reading_every_point(store, client, steps_per_epoch):
+@pytest.mark.parametrize(
+    ("steps_per_epoch", "epoch_writes"), [(None, False), (800, False), (None, True)]
+)
+def test_batch_series_from_blocks_equal_reading_every_point(
+    store, client, steps_per_epoch, epoch_writes
+):
     """The block summaries give, bucket by bucket, the very min, max and last points that
     downsampling every raw row gives (served by the API; the reference reads all rows)."""
-    run_id = seed_awkward_batches(store, steps_per_epoch)
+    run_id = seed_awkward_batches(store, steps_per_epoch, epoch_writes)
     rows = store.metric_series(run_id, ["loss"], all_rows, batches=True)[1]["loss"]
     assert len(rows) == 1451
     url = f"/api/runs/{run_id}/series?key=loss&batches=1"

@@ -169,7 +169,8 @@ class Store:
         points = _epoch_points(epoch, metrics, batches, now)
         deadline = heartbeat_deadline(now, heartbeat_interval)
         self._write_tx(
-            lambda c: writes.epoch_done(c, run_id, epoch, now, deadline, points), self._driver_write
+            lambda c: writes.epoch_done(c, run_id, epoch, now, deadline, points),
+            lambda: self._tx.driver_write(one_statement=True),  # on PostgreSQL, it is one
         )
 
     def finish_run_after_epoch(

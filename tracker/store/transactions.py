@@ -58,18 +58,19 @@ class Transactions:
             yield conn
 
     @contextmanager
-    def driver_write(self) -> Iterator[DriverCursor]:
+    def driver_write(self, *, one_statement: bool = False) -> Iterator[DriverCursor]:
         """The per-epoch hot path: the driver's own cursor in a write transaction, which costs
         less than a SQLAlchemy Connection for the same statements (bench/RESULTS.md, section 9);
         this runs between the training steps. Driver errors come out as SQLAlchemy's, like every
-        other method's."""
+        other method's. With `one_statement`, the body runs one statement (on PostgreSQL; see
+        `driver_transaction`)."""
         dbapi = self.engine.dialect.loaded_dbapi
         try:
             raw = self.engine.raw_connection()  # unlike connect(), it leaves driver errors bare
         except dbapi.Error as e:
             raise DBAPIError.instance(None, None, e, dbapi.Error) from e
         try:
-            with driver_transaction(raw, self.engine.dialect) as conn:  # pipelined on psycopg 3
+            with driver_transaction(raw, self.engine.dialect, one_statement=one_statement) as conn:
                 yield conn
         except dbapi.Error as e:
             raw.invalidate()  # whatever state it is in, the pool gets a fresh one

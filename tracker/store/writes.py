@@ -7,6 +7,7 @@ tags, the run's JSON columns) is passed through `values.plain` on its way in, he
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, and_, case, delete, insert, or_, select, update
+from sqlalchemy import Connection, Dialect, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tracker.clock import utcnow
@@ -145,10 +146,25 @@ def _pipelines(raw: Any, dialect: Dialect) -> bool:
 
 
 @contextmanager
-def driver_transaction(raw: Any, dialect: Dialect) -> Iterator[DriverCursor]:
+def driver_transaction(
+    raw: Any, dialect: Dialect, *, one_statement: bool = False
+) -> Iterator[DriverCursor]:
     """One write transaction on the pooled DBAPI connection `raw`, committed on leaving;
     pipelined on PostgreSQL through psycopg 3 (`PipelinedCursor`). The caller rolls back or
-    discards the connection when this raises."""
+    discards the connection when this raises.
+
+    A body of `one_statement` runs it in autocommit there instead: a statement is a transaction
+    by itself, and a pipeline's machinery would be most of the driver's work (and so of the
+    interpreter time the writer thread takes from training at every epoch's end)."""
+    if one_statement and _pipelines(raw, dialect):
+        driver = raw.driver_connection
+        driver.autocommit = True
+        try:
+            with driver.cursor() as cursor:
+                yield DriverCursor(cursor, dialect)
+        finally:
+            driver.autocommit = False  # as the pool hands it out
+        return
     if _pipelines(raw, dialect):
         driver = raw.driver_connection
         conn = PipelinedCursor(driver, dialect)
@@ -237,14 +253,29 @@ def insert_points(conn: Executor, run_id: str, points: Iterable[MetricPoint]) ->
 
 
 def insert_points_of_runs(conn: Executor, runs: list[tuple[str, list[MetricPoint]]]) -> None:
-    """Points of several runs at once: two `executemany` calls whatever the count.
+    """Points of several runs at once: three `executemany` calls at most, whatever the count.
 
-    This is the per-epoch hot path of every training run and the bulk path of imports, so the
-    metric rows go to the driver as plain tuples, converted here the way the models' column
-    types would (NaN as NULL, UTC times), and the summaries cost one upsert.
+    This is the bulk path of imports and of batch points, so the metric rows go to the driver
+    as plain tuples, converted here the way the models' column types would (NaN as NULL, UTC
+    times), and the summaries cost one upsert.
     """
+    rows, summaries, blocks = _prepared(conn, runs)
+    if rows:
+        conn.exec_driver_sql(paramstyled(conn, _METRICS.values()), rows)
+    if summaries:
+        conn.exec_driver_sql(paramstyled(conn, _SUMMARIES.values()), summaries)
+    if blocks:
+        conn.exec_driver_sql(paramstyled(conn, _BLOCKS.values()), blocks)
+
+
+def _prepared(
+    conn: Executor, runs: list[tuple[str, list[MetricPoint]]]
+) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The metric rows, the summaries folded from the epoch-level points and the blocks folded
+    from the batch points, as tuples in the order of the columns of `_METRICS`, `_SUMMARIES` and
+    `_BLOCKS`."""
     rows: list[tuple] = []
-    folded: list[dict[str, Any]] = []
+    summaries: list[tuple] = []
     blocks: dict[tuple[str, str, int, int], list[Any]] = {}
     for run_id, points in runs:
         rows += metric_tuples(conn, run_id, points)
@@ -254,17 +285,8 @@ def insert_points_of_runs(conn: Executor, runs: list[tuple[str, list[MetricPoint
                 by_key[p.key] = _fold_point(by_key.get(p.key), run_id, p.key, p.epoch, p.value)
             else:
                 fold_block(blocks, run_id, p.key, p.epoch, p.step, p.value)
-        folded += by_key.values()
-    if rows:
-        conn.exec_driver_sql(paramstyled(conn, _INSERT_METRICS_SQL), rows)
-    if folded:
-        sql, names = _summary_upsert(conn)
-        folded = [_nan_as_null(row) for row in folded]
-        conn.exec_driver_sql(sql, [tuple(r[n] for n in names) for r in folded] if names else folded)
-    if blocks:
-        conn.exec_driver_sql(
-            paramstyled(conn, _block_upsert(conn)), [(*k, *v) for k, v in blocks.items()]
-        )
+        summaries += [_summary_tuple(f) for f in by_key.values()]
+    return rows, summaries, [(*k, *v) for k, v in blocks.items()]
 
 
 def fold_block(
@@ -308,36 +330,92 @@ def fold_block(
             b[6], b[7] = v, step
 
 
-def _block_upsert(conn: Executor) -> str:
-    """Merge a folded block into the stored one, by `fold_block`'s rules (the stored points
-    come first). Plain SQL that SQLite and PostgreSQL both run: `excluded` is the new row and
-    every SET expression reads the stored row as it was before the statement."""
-    t = "batch_blocks"
+class _Rows:
+    """A table's columns as the store writes them (all but an autoincrement id, in the table's
+    order), and for an upsert its conflict target and SET clause: plain SQL that SQLite and
+    PostgreSQL both run, where `t` is the stored row as it was before the statement and
+    `excluded` the new one. (Short names: the driver caches what it makes of a statement only
+    up to a length.)"""
 
-    def beats(end: str, op: str) -> str:  # of equal values the earlier step stays
-        new, old = f"excluded.{end}_value", f"{t}.{end}_value"
-        return (
-            f"{new} IS NOT NULL AND ({old} IS NULL OR {new} {op} {old}"
-            f" OR ({new} = {old} AND excluded.{end}_step < {t}.{end}_step))"
+    def __init__(self, table: Table, key: str = "", sets: str = "") -> None:
+        self.table, self.key, self.sets = table.name, key, sets
+        self._written = [c for c in table.columns if c is not table.autoincrement_column]
+        self.columns = tuple(c.name for c in self._written)
+
+    def insert(self, source: str) -> str:
+        """INSERT of the rows `source` gives (VALUES or a SELECT), merged into the stored ones
+        when the table has a conflict target."""
+        sql = f"INSERT INTO {self.table} AS t ({', '.join(self.columns)}) {source}"
+        return f"{sql} ON CONFLICT ({self.key}) DO UPDATE SET {self.sets}" if self.key else sql
+
+    def values(self) -> str:
+        return self.insert(f"VALUES ({', '.join('?' * len(self.columns))})")
+
+    def unnested(self) -> str:
+        """The INSERT of one array per column but the run's id, with the id of the statement's
+        `run`: none when the run does not exist. Metric points in the arrays' order (their ids
+        follow it)."""
+        from sqlalchemy.dialects import postgresql  # only once a PostgreSQL store writes
+
+        pg = postgresql.dialect()
+        arrays = ", ".join(f"%s::{c.type.compile(dialect=pg)}[]" for c in self._written[1:])
+        if self.key:
+            return self.insert(f"SELECT run.id, u.* FROM run, unnest({arrays}) AS u")
+        names = ", ".join(self.columns[1:])
+        return self.insert(
+            f"SELECT run.id, {names} FROM run,"
+            f" unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY n"
         )
 
-    lower, higher = beats("min", "<"), beats("max", ">")
-    later = f"excluded.last_step >= {t}.last_step"
 
-    def take(cond: str, col: str) -> str:
-        return f"{col} = CASE WHEN {cond} THEN excluded.{col} ELSE {t}.{col} END"
+def _take(t: str, cond: str, col: str) -> str:
+    return f"{col} = CASE WHEN {cond} THEN excluded.{col} ELSE {t}.{col} END"
 
-    return (
-        f"INSERT INTO {t} (run_id, key, epoch, block, count, first_step, last_step, last_value,"
-        " min_value, min_step, max_value, max_step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (run_id, key, epoch, block) DO UPDATE SET"
-        f" count = {t}.count + excluded.count,"
-        f" first_step = CASE WHEN excluded.first_step < {t}.first_step"
-        f" THEN excluded.first_step ELSE {t}.first_step END,"
-        f" {take(later, 'last_value')}, {take(later, 'last_step')},"
-        f" {take(lower, 'min_value')}, {take(lower, 'min_step')},"
-        f" {take(higher, 'max_value')}, {take(higher, 'max_step')}"
+
+def _beats(t: str, end: str, op: str, by: str) -> str:
+    """The new `end` value (min or max) replaces the stored one: it is a value, and lower
+    (higher); of equal values the one at the earlier `by` (step) stays, when `by` is given."""
+    new, old = f"excluded.{end}_value", f"{t}.{end}_value"
+    tie = f" OR ({new} = {old} AND excluded.{end}_{by} < {t}.{end}_{by})" if by else ""
+    return f"{new} IS NOT NULL AND ({old} IS NULL OR {new} {op} {old}{tie})"
+
+
+def _summary_merge() -> _Rows:
+    """A folded summary (`_fold_point`) merged into the stored one: the new first (last) point
+    wins at an earlier-or-equal (later-or-equal) epoch, min and max by value."""
+    t = "t"
+    first, last = (
+        f"excluded.first_epoch <= {t}.first_epoch",
+        f"excluded.last_epoch >= {t}.last_epoch",
     )
+    lower, higher = _beats(t, "min", "<", ""), _beats(t, "max", ">", "")
+    sets = [f"count = {t}.count + excluded.count"]
+    sets += [_take(t, first, c) for c in ("first_value", "first_epoch")]
+    sets += [_take(t, last, c) for c in ("last_value", "last_epoch")]
+    sets += [_take(t, lower, c) for c in ("min_value", "min_epoch")]
+    sets += [_take(t, higher, c) for c in ("max_value", "max_epoch")]
+    return _Rows(metric_summaries, "run_id, key", ", ".join(sets))
+
+
+def _block_merge() -> _Rows:
+    """A folded block merged into the stored one, by `fold_block`'s rules (the stored points
+    come first)."""
+    t = "t"
+    lower, higher = _beats(t, "min", "<", "step"), _beats(t, "max", ">", "step")
+    later = f"excluded.last_step >= {t}.last_step"
+    sets = [
+        f"count = {t}.count + excluded.count",
+        f"first_step = CASE WHEN excluded.first_step < {t}.first_step"
+        f" THEN excluded.first_step ELSE {t}.first_step END",
+    ]
+    sets += [_take(t, later, c) for c in ("last_value", "last_step")]
+    sets += [_take(t, lower, c) for c in ("min_value", "min_step")]
+    sets += [_take(t, higher, c) for c in ("max_value", "max_step")]
+    return _Rows(tables.batch_blocks, "run_id, key, epoch, block", ", ".join(sets))
+
+
+_METRICS = _Rows(tables.metrics)
+_SUMMARIES, _BLOCKS = _summary_merge(), _block_merge()
 
 
 def discard_epochs(conn: Connection, run_id: str, from_epoch: int) -> int:
@@ -376,10 +454,10 @@ def discard_epochs(conn: Connection, run_id: str, from_epoch: int) -> int:
     return len({epoch for _, epoch, _ in rows} - kept)
 
 
-def _nan_as_null(row: dict[str, Any]) -> dict[str, Any]:
-    for k in ("first_value", "last_value"):
-        row[k] = tables.stored_value(row[k])
-    return row
+def _summary_tuple(folded: dict[str, Any]) -> tuple:
+    """A folded summary as a row of `_SUMMARIES`, NaN as NULL."""
+    nulls = {k: tables.stored_value(folded[k]) for k in ("first_value", "last_value")}
+    return tuple(nulls[c] if c in nulls else folded[c] for c in _SUMMARIES.columns)
 
 
 def _fold_point(
@@ -413,9 +491,6 @@ def _fold_point(
     return agg
 
 
-_INSERT_METRICS_SQL = (
-    "INSERT INTO metrics (run_id, key, epoch, step, value, time) VALUES (?, ?, ?, ?, ?, ?)"
-)
 EPOCH_DONE_SQL = (
     "UPDATE runs SET epochs_done = epochs_done + 1, last_epoch = ?, heartbeat_at = ?, "
     "heartbeat_deadline = ? WHERE id = ?"
@@ -431,13 +506,44 @@ def epoch_done(
     points: list[MetricPoint],
 ) -> None:
     """An epoch's write: the run's count of epochs and heartbeat, then its points."""
-    result = conn.exec_driver_sql(
-        paramstyled(conn, EPOCH_DONE_SQL),
-        (epoch, db_time(conn, at), db_time(conn, deadline), run_id),
-    )
+    missing = RunNotFound(f"no run with id {run_id!r}")
+    head = (epoch, db_time(conn, at), db_time(conn, deadline), run_id)
+    if conn.dialect.name == "postgresql":
+        rows, summaries, blocks = _prepared(conn, [(run_id, points)])
+        arrays = [
+            *_arrays(rows, _METRICS),
+            *_arrays(summaries, _SUMMARIES),
+            *_arrays(blocks, _BLOCKS),
+        ]
+        conn.expect_rows(conn.exec_driver_sql(_epoch_statement(), (*head, *arrays)), missing)
+        return
+    result = conn.exec_driver_sql(paramstyled(conn, EPOCH_DONE_SQL), head)
     # Before the inserts, whose error would only name a key.
-    conn.expect_rows(result, RunNotFound(f"no run with id {run_id!r}"))
+    conn.expect_rows(result, missing)
     insert_points(conn, run_id, points)
+
+
+def _arrays(rows: list[tuple], of: _Rows) -> list[list[Any]]:
+    """The columns of `rows` but the first (the run's id, which the statement has), as lists."""
+    if not rows:
+        return [[] for _ in of.columns[1:]]
+    return [list(c) for c in zip(*rows, strict=True)][1:]
+
+
+@functools.cache
+def _epoch_statement() -> str:
+    """On PostgreSQL an epoch's write is this one statement: in autocommit it is a transaction
+    by itself, with no BEGIN or COMMIT to send, and the driver does the least work a write can.
+    When the run does not exist, its UPDATE changes no row, nothing is inserted and no row
+    comes back."""
+    return (
+        "WITH run AS (UPDATE runs SET epochs_done = epochs_done + 1, last_epoch = %s,"
+        " heartbeat_at = %s, heartbeat_deadline = %s WHERE id = %s RETURNING id),"
+        f" points AS ({_METRICS.unnested()}),"
+        f" summaries AS ({_SUMMARIES.unnested()}),"
+        f" blocks AS ({_BLOCKS.unnested()})"
+        " SELECT id FROM run"
+    )
 
 
 def paramstyled(conn: Executor, sql: str) -> str:
@@ -464,55 +570,3 @@ def metric_tuples(conn: Executor, run_id: str, points: list[MetricPoint]) -> lis
             t = times[p.time] = db_time(conn, p.time)
         rows.append((run_id, p.key, p.epoch, p.step, tables.stored_value(p.value), t))
     return rows
-
-
-_UPSERTS: dict[str, Any] = {}
-
-
-def _summary_upsert(conn: Executor) -> tuple[str, tuple[str, ...] | None]:
-    """INSERT ... ON CONFLICT DO UPDATE that merges a folded summary into the stored one.
-
-    Every SET expression reads the row as it was before the statement, in SQLite and in
-    PostgreSQL alike, so the CASEs below see the old first/last/min/max.
-    """
-    dialect = conn.dialect.name
-    if dialect in _UPSERTS:
-        return _UPSERTS[dialect]
-    if dialect == "sqlite":
-        from sqlalchemy.dialects import sqlite as dialect_module
-    else:
-        from sqlalchemy.dialects import postgresql as dialect_module  # type: ignore[no-redef]
-    table = metric_summaries
-    stmt = dialect_module.insert(table)
-    new, old = stmt.excluded, table.c
-
-    def take(cond: Any, col: str) -> Any:
-        return case((cond, new[col]), else_=old[col])
-
-    first = new.first_epoch <= old.first_epoch
-    last = new.last_epoch >= old.last_epoch
-    lower = and_(
-        new.min_value.is_not(None), or_(old.min_value.is_(None), new.min_value < old.min_value)
-    )
-    higher = and_(
-        new.max_value.is_not(None), or_(old.max_value.is_(None), new.max_value > old.max_value)
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[old.run_id, old.key],
-        set_={
-            "count": old["count"] + new["count"],
-            "first_value": take(first, "first_value"),
-            "first_epoch": take(first, "first_epoch"),
-            "last_value": take(last, "last_value"),
-            "last_epoch": take(last, "last_epoch"),
-            "min_value": take(lower, "min_value"),
-            "min_epoch": take(lower, "min_epoch"),
-            "max_value": take(higher, "max_value"),
-            "max_epoch": take(higher, "max_epoch"),
-        },
-    )
-    # Compiled once to the driver's SQL: the statement then runs as a plain executemany.
-    compiled = stmt.compile(dialect=conn.dialect)
-    names = tuple(compiled.positiontup or ()) if compiled.positional else None
-    _UPSERTS[dialect] = (compiled.string, names)
-    return _UPSERTS[dialect]
