@@ -31,7 +31,8 @@ whole run in the store (or the spool), and so do the paths that end a run on an 
 signal or `atexit`. A forked child neither sees nor repeats the writes its parent had in flight.
 
 On PostgreSQL each of these writes is one transaction that costs one round trip to the server
-(`tracker.store.writes.PipelinedCursor`), and the recorder's engine does not ping a connection
+(an epoch's, one statement: `tracker.store.writes.epoch_done`; the others pipelined:
+`tracker.store.writes.PipelinedCursor`), and the recorder's engine does not ping a connection
 before each use: a write that fails on a dead connection is retried like any other.
 
 The heartbeat thread lives here too; it also watches that `fit` is still running, because Keras
