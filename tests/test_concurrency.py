@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -55,3 +57,27 @@ def test_parallel_writers_lose_nothing(db_url):
             assert len(s.metric_history(r.run.id)) == 40 * 5
             assert len(s.metric_history(r.run.id, batches=True)) == 40 * 10
             assert s.summaries(r.run.id)["m4"].max_value == pytest.approx(39.4)
+
+
+def test_a_store_opened_while_another_process_writes_a_new_file_waits_for_it(tmp_path):
+    """Opening a store puts its SQLite file in WAL mode, which needs the file to itself; SQLite
+    refuses that at once while another connection writes, whatever the busy timeout (four
+    processes starting on a new database met it). The open waits for the write instead."""
+    db = tmp_path / "tracker.db"
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other (x)")  # a file in the default (rollback) journal mode
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other VALUES (1)")
+    commit = threading.Timer(0.5, other.execute, ["COMMIT"])
+    commit.start()
+    try:
+        with open_store(f"sqlite:///{db}") as store:
+            run = store.create_run(experiment="after")
+            assert store.get_run(run.id).experiment == "after"
+    finally:
+        commit.join()
+    other.close()
+    after = sqlite3.connect(db)
+    assert after.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert after.execute("SELECT x FROM other").fetchall() == [(1,)]  # its write kept
+    after.close()

@@ -9,6 +9,8 @@ while an immediate one waits its turn.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
@@ -104,8 +106,7 @@ def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
-        if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            cur.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cur, busy_timeout)
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()
 
@@ -115,6 +116,23 @@ def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _use_wal(cur: Any, busy_timeout: float) -> None:
+    """Put the file in WAL mode (it stays so: later connections only read it). Switching needs
+    the file to itself, and SQLite refuses at once, without its busy timeout, while another
+    process writes it: as when several processes open a new database together and one of them
+    is creating the schema. So the switch is tried again until the busy timeout has passed."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def unavailable_message(engine: Engine, e: DBAPIError) -> str:
