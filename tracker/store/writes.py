@@ -368,49 +368,45 @@ class _Rows:
         )
 
 
-def _take(t: str, cond: str, col: str) -> str:
-    return f"{col} = CASE WHEN {cond} THEN excluded.{col} ELSE {t}.{col} END"
+def _take(cond: str, col: str) -> str:
+    """`col` of the new row where `cond` holds, else the stored row's (`t`: see `_Rows`)."""
+    return f"{col} = CASE WHEN {cond} THEN excluded.{col} ELSE t.{col} END"
 
 
-def _beats(t: str, end: str, op: str, by: str) -> str:
+def _beats(end: str, op: str, by: str) -> str:
     """The new `end` value (min or max) replaces the stored one: it is a value, and lower
     (higher); of equal values the one at the earlier `by` (step) stays, when `by` is given."""
-    new, old = f"excluded.{end}_value", f"{t}.{end}_value"
-    tie = f" OR ({new} = {old} AND excluded.{end}_{by} < {t}.{end}_{by})" if by else ""
+    new, old = f"excluded.{end}_value", f"t.{end}_value"
+    tie = f" OR ({new} = {old} AND excluded.{end}_{by} < t.{end}_{by})" if by else ""
     return f"{new} IS NOT NULL AND ({old} IS NULL OR {new} {op} {old}{tie})"
 
 
 def _summary_merge() -> _Rows:
     """A folded summary (`_fold_point`) merged into the stored one: the new first (last) point
     wins at an earlier-or-equal (later-or-equal) epoch, min and max by value."""
-    t = "t"
-    first, last = (
-        f"excluded.first_epoch <= {t}.first_epoch",
-        f"excluded.last_epoch >= {t}.last_epoch",
-    )
-    lower, higher = _beats(t, "min", "<", ""), _beats(t, "max", ">", "")
-    sets = [f"count = {t}.count + excluded.count"]
-    sets += [_take(t, first, c) for c in ("first_value", "first_epoch")]
-    sets += [_take(t, last, c) for c in ("last_value", "last_epoch")]
-    sets += [_take(t, lower, c) for c in ("min_value", "min_epoch")]
-    sets += [_take(t, higher, c) for c in ("max_value", "max_epoch")]
+    first, last = "excluded.first_epoch <= t.first_epoch", "excluded.last_epoch >= t.last_epoch"
+    lower, higher = _beats("min", "<", ""), _beats("max", ">", "")
+    sets = ["count = t.count + excluded.count"]
+    sets += [_take(first, c) for c in ("first_value", "first_epoch")]
+    sets += [_take(last, c) for c in ("last_value", "last_epoch")]
+    sets += [_take(lower, c) for c in ("min_value", "min_epoch")]
+    sets += [_take(higher, c) for c in ("max_value", "max_epoch")]
     return _Rows(metric_summaries, "run_id, key", ", ".join(sets))
 
 
 def _block_merge() -> _Rows:
     """A folded block merged into the stored one, by `fold_block`'s rules (the stored points
     come first)."""
-    t = "t"
-    lower, higher = _beats(t, "min", "<", "step"), _beats(t, "max", ">", "step")
-    later = f"excluded.last_step >= {t}.last_step"
+    lower, higher = _beats("min", "<", "step"), _beats("max", ">", "step")
+    later = "excluded.last_step >= t.last_step"
     sets = [
-        f"count = {t}.count + excluded.count",
-        f"first_step = CASE WHEN excluded.first_step < {t}.first_step"
-        f" THEN excluded.first_step ELSE {t}.first_step END",
+        "count = t.count + excluded.count",
+        "first_step = CASE WHEN excluded.first_step < t.first_step"
+        " THEN excluded.first_step ELSE t.first_step END",
     ]
-    sets += [_take(t, later, c) for c in ("last_value", "last_step")]
-    sets += [_take(t, lower, c) for c in ("min_value", "min_step")]
-    sets += [_take(t, higher, c) for c in ("max_value", "max_step")]
+    sets += [_take(later, c) for c in ("last_value", "last_step")]
+    sets += [_take(lower, c) for c in ("min_value", "min_step")]
+    sets += [_take(higher, c) for c in ("max_value", "max_step")]
     return _Rows(tables.batch_blocks, "run_id, key, epoch, block", ", ".join(sets))
 
 
